@@ -1,0 +1,261 @@
+// LmdbRing: the durable, bounded ring buffer every record passes through.
+//
+// Producers (capture threads, the loop thread) append records; one writer thread packs them into
+// frames and commits them to LMDB in group commits. Consumers (outputs) each have a persistent
+// cursor: they read frames, and acknowledge the ones their receiver confirmed. A frame is deleted
+// once every consumer acknowledged it; when the ring is full, the oldest frames are evicted (or
+// the writer blocks) and every consumer that had not acknowledged them counts the records lost.
+//
+// Threads: append(), flush() and waitCommitted() from any thread. Each Consumer is used by one
+// thread at a time; different consumers may be used concurrently. stats() from any thread.
+// The commit listener runs on the writer thread and must not block.
+//
+// See docs/architecture.md for the on-disk format and the accounting rules.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cistern/buffer/options.h"
+#include "cistern/buffer/types.h"
+#include "cistern/core/record.h"
+#include "cistern/core/result.h"
+
+namespace cistern::buffer {
+
+class LmdbRing;
+struct ConsumerState;
+
+// A key/value pair committed in the same transaction as the records appended with it (a file
+// tail's read offset, for example), so a crash neither loses nor repeats those records.
+struct StateWrite {
+  std::string key;    // 1..511 bytes
+  std::string value;  // may be empty
+};
+
+// Identifies one append() call; tickets increase by one per call.
+using Ticket = std::uint64_t;
+
+enum class Wait {
+  kNo,   // refuse with kFull when the ingest queue is at ingest_max_bytes (capture threads)
+  kYes,  // block until there is room or the ring closes
+};
+
+// What one group commit made durable (in the sync mode's sense), passed to the commit listener.
+struct CommitInfo {
+  FrameId first_frame = 0;  // 0 when the commit carried no frames (only acks or state)
+  FrameId last_frame = 0;   // inclusive
+  std::uint64_t records = 0;
+  std::uint64_t bytes = 0;              // stored bytes of the new frames
+  Ticket ticket = 0;                    // every append with a ticket <= this one is committed
+  std::uint64_t evicted_frames = 0;     // evicted to make room in this commit
+  std::chrono::nanoseconds duration{};  // from transaction begin to commit returning (fsync incl.)
+};
+
+// One frame as returned by a read: its records, decoded, in the ReadBatch's storage.
+struct FrameView {
+  FrameId id = 0;
+  std::uint32_t record_count = 0;
+  std::uint64_t first_ts = 0;  // ns since the epoch
+  std::uint64_t last_ts = 0;
+  std::uint32_t stored_bytes = 0;     // size in LMDB (header + possibly compressed body)
+  std::span<const std::byte> body;    // records; iterate with cistern::RecordReader
+};
+
+// Holds the frames of one read. Reuse one batch per consumer to keep allocations flat.
+class ReadBatch {
+ public:
+  [[nodiscard]] const std::vector<FrameView>& frames() const { return frames_; }
+  [[nodiscard]] bool empty() const { return frames_.empty(); }
+  [[nodiscard]] std::size_t size() const { return frames_.size(); }
+  [[nodiscard]] std::uint64_t records() const;
+  // Frames skipped by this read because they failed their checksum (already counted and
+  // reported to the writer; never handed out).
+  [[nodiscard]] std::uint64_t corruptSkipped() const { return corrupt_skipped_; }
+  void clear();
+
+ private:
+  friend class LmdbRing;
+  struct Slot {
+    FrameView view;
+    std::size_t offset = 0;
+  };
+  std::vector<FrameView> frames_;
+  std::vector<std::size_t> offsets_;
+  std::vector<std::byte> storage_;
+  std::uint64_t corrupt_skipped_ = 0;
+};
+
+struct ReadLimits {
+  std::size_t max_frames = 64;
+  std::size_t max_bytes = 16U << 20U;  // decoded body bytes; at least one frame is returned
+};
+
+enum class Direction { kForward, kBackward };
+
+// Per-consumer accounting. For every consumer, at every commit:
+//   assigned_records = acked_records + evicted_records + corrupt_records + pending_records
+struct ConsumerStats {
+  std::string name;
+  FrameId ack_floor = 0;          // every frame below it is done (acked, evicted or corrupt)
+  std::size_t ack_ranges = 0;     // out-of-order acknowledged ranges above the floor
+  std::uint64_t assigned_records = 0;  // records in frames this consumer was due to deliver
+  std::uint64_t acked_frames = 0;
+  std::uint64_t acked_records = 0;
+  std::uint64_t evicted_frames = 0;    // dropped unsent: evicted before this consumer acked
+  std::uint64_t evicted_records = 0;
+  std::uint64_t corrupt_frames = 0;    // failed their checksum when this consumer read them
+  std::uint64_t corrupt_records = 0;
+  std::uint64_t pending_frames = 0;    // in the ring and not done for this consumer
+  std::uint64_t pending_records = 0;
+};
+
+struct RingStats {
+  // Contents now.
+  std::uint64_t frames = 0;
+  std::uint64_t records = 0;
+  std::uint64_t used_bytes = 0;  // page-accounted bytes of the frames, bounded by max_size
+  FrameId oldest_frame = 0;      // 0 when empty
+  FrameId newest_frame = 0;
+  std::uint64_t oldest_ts = 0;   // first timestamp of the oldest frame (ns since the epoch)
+  std::uint64_t newest_ts = 0;   // last timestamp of the newest frame
+  FrameId next_frame = 0;
+  // Limits and files.
+  std::uint64_t max_size = 0;
+  std::uint64_t map_size = 0;
+  std::uint64_t file_bytes = 0;  // size of data.mdb on disk
+  // Totals since the buffer was created (persisted).
+  std::uint64_t appended_frames = 0;
+  std::uint64_t appended_records = 0;
+  std::uint64_t deleted_frames = 0;   // acknowledged by every consumer, then deleted
+  std::uint64_t evicted_frames = 0;   // removed to make room (or after MDB_MAP_FULL)
+  std::uint64_t evicted_records = 0;
+  std::uint64_t commits = 0;
+  // Records refused before reaching the ring (since this process opened it).
+  std::uint64_t refused_queue_full = 0;  // append(Wait::kNo) found the ingest queue full
+  std::uint64_t refused_invalid = 0;     // failed validateRecord()
+  std::uint64_t dropped_map_full = 0;    // did not fit even in an empty map; error logged
+  std::uint64_t dropped_at_close = 0;    // still queued when close() gave up (block policy)
+  std::uint64_t corrupt_frames_seen = 0; // checksum failures met by readers (this process)
+  std::uint64_t map_full_events = 0;     // MDB_MAP_FULL met and handled (this process)
+  std::uint64_t stale_readers_cleared = 0;
+  // The ingest queue now.
+  std::uint64_t queued_bytes = 0;
+  bool writer_blocked = false;  // block policy: waiting for acknowledgements to make room
+};
+
+// A named consumer's cursor. Obtained from LmdbRing::consumer(); owned by the ring.
+class Consumer {
+ public:
+  [[nodiscard]] const std::string& name() const;
+
+  // Fills `out` (cleared first) with the frames after the last one this handle returned, in id
+  // order, skipping frames already done. Starts at the oldest unacknowledged frame after open()
+  // and after rewind(). Returns the number of frames; 0 when caught up.
+  // Errors: kIo from LMDB, kClosed after close().
+  Result<std::size_t> readNext(ReadBatch& out, const ReadLimits& limits = {});
+
+  // Fills `out` with frames from `from` (inclusive) in `direction`, skipping done frames, without
+  // moving readNext()'s position. kBackward from newestFrame() reads the newest first (live lane).
+  Result<std::size_t> readAt(FrameId from, Direction direction, ReadBatch& out,
+                             const ReadLimits& limits = {});
+
+  // Marks frames acknowledged. Readers skip them at once; they become durable with the next
+  // group commit (a crash before it hands them out again). Ids that are unknown, already done
+  // or no longer in the ring are ignored. Any thread; does not block on the writer.
+  void ack(FrameId id);
+  void ack(std::span<const FrameId> ids);
+
+  // Forgets readNext()'s position: the next call starts again at the oldest unacknowledged frame
+  // (after a failed send, for example).
+  void rewind();
+
+  // The oldest frame id not done for this consumer (may be newestFrame()+1 when caught up).
+  [[nodiscard]] FrameId oldestUnacked() const;
+  [[nodiscard]] ConsumerStats stats() const;
+
+ private:
+  friend class LmdbRing;
+  Consumer(LmdbRing& ring, std::size_t index) : ring_(ring), index_(index) {}
+  LmdbRing& ring_;
+  std::size_t index_;
+  FrameId next_read_ = 0;  // 0 = start at the oldest unacknowledged frame
+};
+
+class LmdbRing {
+ public:
+  // Opens (creating if needed) the ring in options.dir. Read-only mode starts no writer thread;
+  // use it for inspect, verify and export, also while an agent has the ring open.
+  // Errors: kIo (directory, LMDB open, disk full), kCorrupt (meta records unreadable),
+  // kInvalidArgument (options out of range), kNotFound (read-only and no ring there).
+  static Result<std::unique_ptr<LmdbRing>> open(const RingOptions& options);
+
+  ~LmdbRing();
+  LmdbRing(const LmdbRing&) = delete;
+  LmdbRing& operator=(const LmdbRing&) = delete;
+
+  // --- producers ---
+
+  // Queues records (and state writes committed with them). Returns the call's ticket.
+  // Errors: kFull (Wait::kNo and the ingest queue is full; nothing was queued and the records
+  // are counted in refused_queue_full), kInvalidArgument (a record failed validateRecord(); the
+  // valid records before it were queued and the rest counted in refused_invalid), kClosed.
+  Result<Ticket> append(std::span<const RecordInput> records,
+                        std::span<const StateWrite> state = {}, Wait wait = Wait::kNo);
+
+  // Waits until the commit holding `ticket` is done. kTimeout, or kClosed if the ring closed
+  // before (records then were committed or counted in dropped_at_close).
+  Status waitCommitted(Ticket ticket, std::chrono::milliseconds timeout);
+
+  // Commits everything appended so far without waiting for the group-commit window, then waits.
+  Status flush(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+  // Called on the writer thread after every commit, before waitCommitted()/flush() callers
+  // waiting for that commit wake up. Set before the first append; must not block.
+  void setCommitListener(std::function<void(const CommitInfo&)> listener);
+
+  // --- consumers ---
+
+  // The named consumer, created (persistently) when new, starting at the oldest frame present.
+  // Names are 1..255 bytes. Errors: kInvalidArgument (bad name), kIo, kClosed; in read-only
+  // mode kNotFound when the consumer does not exist.
+  Result<Consumer*> consumer(std::string_view name);
+  // Deletes a consumer and its cursor; frames every remaining consumer is done with are deleted.
+  Status removeConsumer(std::string_view name);
+  [[nodiscard]] std::vector<std::string> consumerNames() const;
+  [[nodiscard]] std::vector<ConsumerStats> consumerStats() const;
+
+  // --- state store ---
+
+  // The value last committed for `key`, or nullopt.
+  Result<std::optional<std::string>> readState(std::string_view key) const;
+  // Every committed key/value pair whose key starts with `prefix`.
+  Result<std::vector<StateWrite>> readStatePrefix(std::string_view prefix) const;
+
+  // --- observation ---
+
+  [[nodiscard]] RingStats stats() const;
+  [[nodiscard]] const RingOptions& options() const;
+  [[nodiscard]] FrameId newestFrame() const;
+
+  // Commits what is queued (block policy: waits up to `timeout` for room, then drops and counts
+  // the rest), stops the writer and closes LMDB. Consumers are invalid afterwards. Idempotent.
+  Status close(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+  struct Impl;
+
+ private:
+  friend class Consumer;
+  explicit LmdbRing(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cistern::buffer

@@ -1,0 +1,215 @@
+// LmdbRing::Impl: the state shared by the ring's producers, its writer thread and its readers.
+//
+// Locks, never nested except in the order listed:
+//   consumers_mu   the consumer table (its vector; entries are never freed before close)
+//   ConsumerLive::mu  one consumer's reader-facing ack set and committed record
+//   mu             the ingest queue, pending acks and consumer operations, tickets
+//   stats_mu       the published RingStats snapshot
+// txn_gate is a shared_mutex held shared by every read transaction and exclusively while the
+// writer resizes the map (LMDB forbids mdb_env_set_mapsize with transactions open).
+#pragma once
+
+#include <lmdb.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "ack_set.h"
+#include "cistern/buffer/ring.h"
+#include "frame_codec.h"
+#include "lmdb_util.h"
+#include "records.h"
+
+namespace cistern::buffer {
+
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+// A read transaction together with the shared hold on txn_gate that keeps the map from being
+// resized under it. The transaction is aborted before the gate is released.
+struct ReadTxn {
+  std::shared_lock<std::shared_mutex> gate;
+  lmdb::Txn txn;
+  [[nodiscard]] MDB_txn* get() const { return txn.get(); }
+};
+
+// One consumer as the readers see it.
+struct ConsumerLive {
+  std::string name;
+  mutable std::mutex mu;
+  AckSet done;             // committed done set plus acknowledgements not yet committed
+  ConsumerRecord durable;  // as of the last commit (for stats)
+  bool removed = false;
+  std::unique_ptr<Consumer> handle;
+};
+
+// Records queued for one frame, and the state writes that must commit with them.
+struct PendingFrame {
+  FrameBody body;
+  std::vector<StateWrite> state;
+  Ticket first_ticket = 0;
+  Ticket last_ticket = 0;
+  std::uint64_t queued_bytes = 0;
+  [[nodiscard]] bool empty() const { return body.record_count == 0 && state.empty(); }
+};
+
+struct ConsumerOp {
+  enum class Kind { kCreate, kRemove };
+  Kind kind = Kind::kCreate;
+  std::string name;
+  bool done = false;
+  Status result;
+  std::size_t index = 0;
+};
+
+struct AckOp {
+  std::size_t consumer = 0;
+  FrameId id = 0;
+};
+
+// A consumer's record inside a write transaction, plus whether it must be rewritten.
+struct TxnConsumer {
+  std::string name;
+  ConsumerRecord rec;
+  bool alive = true;
+  bool dirty = false;
+  bool created = false;
+};
+
+// Everything a write transaction changes, applied to the shared state only after it commits.
+struct TxnState {
+  RingMeta meta;
+  std::vector<TxnConsumer> consumers;  // by consumer index
+  std::size_t frames_committed = 0;    // from the front of the writer's work queue
+  std::size_t frames_dropped = 0;      // too large for the ring (counted, never stored)
+  std::uint64_t records_dropped = 0;
+  FrameId first_frame = 0;
+  FrameId last_frame = 0;
+  std::uint64_t new_records = 0;
+  std::uint64_t new_bytes = 0;
+  std::uint64_t evicted_frames = 0;
+  bool blocked = false;  // block policy: the next frame did not fit
+  IndexEntry oldest;
+  IndexEntry newest;
+  FrameId oldest_id = 0;
+  FrameId newest_id = 0;
+};
+
+struct LmdbRing::Impl {
+  explicit Impl(const RingOptions& o);
+  ~Impl();
+
+  // --- setup (open.cpp) ---
+  Status openEnv();
+  Status loadState();
+  void startWriter();
+
+  // --- writer (writer.cpp) ---
+  void writerLoop();
+  bool commitReady(SteadyTime now, SteadyTime& wake) const;  // under mu
+  void commitOnce(std::vector<AckOp>& acks, std::vector<AckOp>& corrupt,
+                  std::vector<ConsumerOp*>& ops);
+  Status attemptCommit(const std::vector<AckOp>& acks, const std::vector<AckOp>& corrupt,
+                       const std::vector<ConsumerOp*>& ops, std::size_t frame_limit,
+                       TxnState& st);
+  bool evictTxn(std::uint64_t bytes);
+  Status writeBookkeeping(MDB_txn* txn, TxnState& st);
+  void beginTxnState(TxnState& st);
+  bool growMap();
+  void evictOldest(MDB_txn* txn, TxnState& st, const IndexEntry& entry, FrameId id,
+                   lmdb::Cursor& index_cursor, Status& status);
+  Status deleteFrame(MDB_txn* txn, TxnState& st, FrameId id, const IndexEntry& entry);
+  Status deleteDoneByAll(MDB_txn* txn, TxnState& st);
+  void publish(TxnState& st, std::vector<ConsumerOp*>& ops, std::chrono::nanoseconds took);
+  [[nodiscard]] std::uint64_t accountedBytes(std::uint64_t stored) const;
+  // Body bytes of the first `frames` frames of the work queue.
+  [[nodiscard]] std::uint64_t workBytes(std::size_t frames) const;
+
+  // --- readers (read.cpp) ---
+  Result<std::size_t> read(std::size_t consumer, FrameId from, Direction dir, ReadBatch& out,
+                           const ReadLimits& limits, FrameId* next_pos);
+  Result<ReadTxn> beginRead() const;
+  void reportCorrupt(std::size_t consumer, FrameId id, const Error& why);
+  void releasePages(const MDB_val& v) const;
+  Result<RingStats> readStats() const;  // read-only mode: from the file
+
+  ConsumerLive& live(std::size_t index) const;
+  Result<std::size_t> findOrCreateConsumer(std::string_view name);
+
+  RingOptions opt;
+  LmdbRing* owner = nullptr;
+  std::shared_ptr<spdlog::logger> log;
+  MDB_env* env = nullptr;
+  MDB_dbi dbi_frames = 0;
+  MDB_dbi dbi_index = 0;
+  MDB_dbi dbi_consumers = 0;
+  MDB_dbi dbi_meta = 0;
+  MDB_dbi dbi_state = 0;
+  std::size_t page_size = 4096;
+  std::size_t node_max = 2038;
+  mutable std::uint64_t map_size = 0;
+  std::uint64_t map_size_limit = 0;
+  mutable std::shared_mutex txn_gate;
+
+  mutable std::mutex consumers_mu;
+  std::vector<std::unique_ptr<ConsumerLive>> consumers;
+
+  // Ingest queue and writer inbox, under mu.
+  mutable std::mutex mu;
+  std::condition_variable writer_cv;
+  std::condition_variable space_cv;
+  std::condition_variable commit_cv;
+  PendingFrame open_frame;
+  std::deque<PendingFrame> sealed;
+  std::uint64_t queued_bytes = 0;
+  std::optional<SteadyTime> oldest_pending;
+  Ticket next_ticket = 0;
+  Ticket committed_ticket = 0;
+  // flush(): a request counter, and the request covered by the commit in progress / last done.
+  std::uint64_t flush_requested = 0;
+  std::uint64_t flush_taking = 0;
+  std::uint64_t flush_done = 0;
+  Ticket taken_ticket = 0;  // every ticket up to this one has been moved to `work`
+  SteadyTime last_attempt{};
+  std::vector<AckOp> acks;
+  std::vector<AckOp> corrupt;
+  std::vector<ConsumerOp*> ops;
+  bool closing = false;
+  bool writer_done = false;
+  bool blocked = false;
+  std::optional<SteadyTime> close_deadline;
+  std::function<void(const CommitInfo&)> listener;
+  std::vector<std::vector<std::byte>> pool;
+
+  // Writer thread only.
+  RingMeta meta;
+  std::deque<PendingFrame> work;  // taken from the queue, not yet committed
+  std::unique_ptr<FrameEncoder> encoder;
+  std::thread writer;
+  std::uint64_t commits_since_reader_check = 0;
+
+  // Published after each commit.
+  mutable std::mutex stats_mu;
+  RingStats snapshot;
+  std::atomic<std::uint64_t> refused_queue_full{0};
+  std::atomic<std::uint64_t> refused_invalid{0};
+  std::atomic<std::uint64_t> dropped_map_full{0};
+  std::atomic<std::uint64_t> dropped_at_close{0};
+  std::atomic<std::uint64_t> corrupt_frames_seen{0};
+  std::atomic<std::uint64_t> map_full_events{0};
+  std::atomic<std::uint64_t> stale_readers_cleared{0};
+  bool closed = false;
+};
+
+}  // namespace cistern::buffer

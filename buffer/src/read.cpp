@@ -1,0 +1,143 @@
+// Reading frames for a consumer: short read transactions, checksum checks, corrupt-frame skips.
+#include <sys/mman.h>
+
+#include <cstdint>
+
+#include "lmdb_ring_impl.h"
+
+namespace cistern::buffer {
+
+Result<ReadTxn> LmdbRing::Impl::beginRead() const {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    {
+      std::shared_lock gate(txn_gate);
+      MDB_txn* raw = nullptr;
+      const int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &raw);
+      if (rc == 0) return ReadTxn{std::move(gate), lmdb::Txn(raw)};
+      if (rc != MDB_MAP_RESIZED) return tl::unexpected(lmdb::error(rc, "beginning a read"));
+    }
+    // Another process grew the map: adopt its size (needs no transaction open in this one).
+    std::unique_lock gate(txn_gate);
+    const int rc = mdb_env_set_mapsize(env, 0);
+    if (rc != 0) return tl::unexpected(lmdb::error(rc, "adopting a resized map"));
+    MDB_envinfo info{};
+    mdb_env_info(env, &info);
+    map_size = info.me_mapsize;
+  }
+  return fail(ErrorCode::kIo, "beginning a read: the map keeps being resized", true);
+}
+
+// Drops the pages of a frame just copied out of the map from this process's resident set. The
+// map is a shared, read-only file mapping, so this discards nothing but page-table entries: a
+// later access faults the page back in from the page cache. Without it, RSS would grow with
+// every frame ever read, up to the size of the backlog.
+void LmdbRing::Impl::releasePages(const MDB_val& v) const {
+  if (v.mv_size < page_size) return;
+  const auto begin = reinterpret_cast<std::uintptr_t>(v.mv_data) & ~(page_size - 1);
+  const auto end = reinterpret_cast<std::uintptr_t>(v.mv_data) + v.mv_size;
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+void LmdbRing::Impl::reportCorrupt(std::size_t index, FrameId id, const Error& why) {
+  const std::uint64_t seen = ++corrupt_frames_seen;
+  if (seen <= 10 || seen % 1000 == 0) {
+    log->error("buffer frame skipped as corrupt: {} (corrupt frames so far: {})", why.message,
+               seen);
+  }
+  if (opt.read_only) return;
+  ConsumerLive& c = live(index);
+  bool fresh = false;
+  {
+    std::lock_guard lk(c.mu);
+    fresh = c.done.insert(id);
+  }
+  if (!fresh) return;
+  std::lock_guard lk(mu);
+  if (!oldest_pending) oldest_pending = std::chrono::steady_clock::now();
+  corrupt.push_back(AckOp{index, id});
+}
+
+Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direction dir,
+                                         ReadBatch& out, const ReadLimits& limits,
+                                         FrameId* next_pos) {
+  out.clear();
+  ConsumerLive& c = live(index);
+  auto txn = beginRead();
+  if (!txn) return tl::unexpected(txn.error());
+  MDB_cursor* raw = nullptr;
+  int rc = mdb_cursor_open(txn->get(), dbi_frames, &raw);
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, "opening a frame cursor"));
+  lmdb::Cursor cur(raw);
+
+  const bool forward = dir == Direction::kForward;
+  FrameId pos = from == 0 ? 1 : from;
+  std::vector<std::pair<std::size_t, std::size_t>> spans;
+  while (out.frames_.size() < limits.max_frames &&
+         (out.frames_.empty() || out.storage_.size() < limits.max_bytes)) {
+    FrameId want = 0;
+    {
+      std::lock_guard lk(c.mu);
+      if (forward) {
+        want = c.done.nextMissing(pos);
+      } else if (!c.done.prevMissing(pos, want)) {
+        break;
+      }
+    }
+    if (want == 0) break;
+    lmdb::FrameKey key(want);
+    MDB_val k = key.val();
+    MDB_val v;
+    rc = mdb_cursor_get(raw, &k, &v, MDB_SET_RANGE);
+    if (!forward) {
+      if (rc == MDB_NOTFOUND) {
+        rc = mdb_cursor_get(raw, &k, &v, MDB_LAST);
+      } else if (rc == 0 && lmdb::frameIdOf(k) != want) {
+        rc = mdb_cursor_get(raw, &k, &v, MDB_PREV);
+      }
+    }
+    if (rc == MDB_NOTFOUND) break;
+    if (rc != 0) return tl::unexpected(lmdb::error(rc, "reading a frame"));
+    const FrameId id = lmdb::frameIdOf(k);
+    if (forward) {
+      pos = id + 1;
+    } else {
+      if (id == 0 || id > want) break;
+      pos = id - 1;
+    }
+    bool done = false;
+    {
+      std::lock_guard lk(c.mu);
+      done = c.done.contains(id);
+    }
+    if (!done) {
+      const auto stored = lmdb::span(v);
+      auto header = checkFrame(stored, id);
+      Status body = header ? ok() : Status(tl::unexpected(header.error()));
+      const std::size_t at = out.storage_.size();
+      if (body) body = decodeFrameBody(stored, *header, out.storage_);
+      if (!body) {
+        ++out.corrupt_skipped_;
+        reportCorrupt(index, id, body.error());
+      } else {
+        FrameView view;
+        view.id = id;
+        view.record_count = header->record_count;
+        view.first_ts = header->first_ts;
+        view.last_ts = header->last_ts;
+        view.stored_bytes = static_cast<std::uint32_t>(stored.size());
+        out.frames_.push_back(view);
+        spans.emplace_back(at, header->raw_len);
+      }
+      releasePages(v);
+    }
+    if (!forward && pos == 0) break;
+  }
+  for (std::size_t i = 0; i < out.frames_.size(); ++i) {
+    out.frames_[i].body =
+        std::span<const std::byte>(out.storage_.data() + spans[i].first, spans[i].second);
+  }
+  *next_pos = pos;
+  return out.frames_.size();
+}
+
+}  // namespace cistern::buffer

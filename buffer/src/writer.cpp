@@ -1,0 +1,699 @@
+// The ring's single writer thread: group commit, eviction, acknowledgements, MAP_FULL recovery.
+//
+// Every write transaction is computed on a copy of the committed state (TxnState) and published
+// only after mdb_txn_commit succeeds, so an aborted attempt (MDB_MAP_FULL, an I/O error) leaves
+// nothing half-applied and can simply be retried.
+#include <algorithm>
+#include <thread>
+
+#include "cistern/core/units.h"
+#include "lmdb_ring_impl.h"
+
+namespace cistern::buffer {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+constexpr milliseconds kBlockedRetry{250};
+constexpr milliseconds kIoRetryMin{50};
+constexpr milliseconds kIoRetryMax{2000};
+constexpr std::size_t kPoolMax = 8;
+constexpr std::uint64_t kReaderCheckEvery = 256;
+
+bool isFull(const Status& s) { return !s && s.error().code == ErrorCode::kFull; }
+
+Status putOrFail(MDB_txn* txn, MDB_dbi dbi, MDB_val& k, MDB_val& v, unsigned flags,
+                 const char* what) {
+  const int rc = mdb_put(txn, dbi, &k, &v, flags);
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, what));
+  return ok();
+}
+
+Status delOrFail(MDB_txn* txn, MDB_dbi dbi, FrameId id, const char* what) {
+  lmdb::FrameKey key(id);
+  MDB_val k = key.val();
+  const int rc = mdb_del(txn, dbi, &k, nullptr);
+  if (rc != 0 && rc != MDB_NOTFOUND) return tl::unexpected(lmdb::error(rc, what));
+  return ok();
+}
+
+bool allDone(const TxnState& st, FrameId id) {
+  bool any = false;
+  for (const auto& c : st.consumers) {
+    if (!c.alive) continue;
+    any = true;
+    if (!c.rec.done.contains(id)) return false;
+  }
+  return any;
+}
+
+}  // namespace
+
+// Copies the committed state into `st`, which a write transaction then changes.
+void LmdbRing::Impl::beginTxnState(TxnState& st) {
+  st = TxnState{};
+  st.meta = meta;
+  std::lock_guard lk(consumers_mu);
+  for (const auto& c : consumers) {
+    st.consumers.push_back(TxnConsumer{c->name, c->durable, !c->removed, false, false});
+  }
+}
+
+// Writes the meta record and every consumer record the transaction changed.
+Status LmdbRing::Impl::writeBookkeeping(MDB_txn* txn, TxnState& st) {
+  static constexpr std::string_view kMetaKey = "ring";
+  ++st.meta.commits;
+  const auto bytes = st.meta.serialize();
+  MDB_val k = lmdb::val(kMetaKey.data(), kMetaKey.size());
+  MDB_val v = lmdb::val(bytes.data(), bytes.size());
+  if (auto s = putOrFail(txn, dbi_meta, k, v, 0, "storing the meta record"); !s) return s;
+  for (const auto& c : st.consumers) {
+    if (!c.alive || !c.dirty) continue;
+    const auto rec = c.rec.serialize();
+    MDB_val ck = lmdb::val(c.name.data(), c.name.size());
+    MDB_val cv = lmdb::val(rec.data(), rec.size());
+    if (auto s = putOrFail(txn, dbi_consumers, ck, cv, 0, "storing a consumer"); !s) return s;
+  }
+  return ok();
+}
+
+std::uint64_t LmdbRing::Impl::workBytes(std::size_t frames) const {
+  std::uint64_t n = 0;
+  for (std::size_t i = 0; i < frames && i < work.size(); ++i) n += work[i].body.bytes.size();
+  return n;
+}
+
+// Decides under `mu` whether the writer commits now; otherwise sets `wake` to when to look again.
+bool LmdbRing::Impl::commitReady(SteadyTime now, SteadyTime& wake) const {
+  const bool queued = !sealed.empty() || !open_frame.empty();
+  const bool inbox = !acks.empty() || !corrupt.empty();
+  if (!ops.empty()) return true;
+  if (closing) {
+    if (queued || inbox) return true;
+    if (work.empty()) return false;
+    if (close_deadline && now >= *close_deadline) return true;
+  }
+  if (!queued && !inbox && work.empty()) return false;
+  if (blocked) {
+    // Only acknowledgements or removals make room; retry now and then all the same.
+    if (inbox || now >= last_attempt + kBlockedRetry) return true;
+    wake = std::min(wake, last_attempt + kBlockedRetry);
+    return false;
+  }
+  if (!work.empty()) return true;  // the rest of a batch larger than one transaction
+  if (flush_requested > flush_done) return true;
+  if (opt.sync == SyncMode::kAlways && (queued || inbox)) return true;
+  std::uint64_t pending = 0;
+  for (const auto& f : sealed) pending += f.body.bytes.size();
+  if (pending >= opt.commit_max_bytes) return true;
+  if (oldest_pending) {
+    const SteadyTime due = *oldest_pending + opt.commit_interval;
+    if (now >= due) return true;
+    wake = std::min(wake, due);
+  }
+  return false;
+}
+
+void LmdbRing::Impl::writerLoop() {
+  std::unique_lock lk(mu);
+  for (;;) {
+    const SteadyTime now = steady_clock::now();
+    SteadyTime wake = now + std::chrono::seconds(1);
+    if (!commitReady(now, wake)) {
+      const bool idle = sealed.empty() && open_frame.empty() && acks.empty() &&
+                        corrupt.empty() && ops.empty() && work.empty();
+      if (idle && flush_requested > flush_done) {
+        // Nothing to commit: everything appended and acknowledged before the flush is durable.
+        flush_done = flush_requested;
+        commit_cv.notify_all();
+        continue;
+      }
+      if (closing && idle) break;
+      writer_cv.wait_until(lk, wake);
+      continue;
+    }
+    if (!open_frame.empty()) {
+      sealed.push_back(std::move(open_frame));
+      open_frame = PendingFrame{};
+    }
+    while (!sealed.empty()) {
+      work.push_back(std::move(sealed.front()));
+      sealed.pop_front();
+    }
+    oldest_pending.reset();
+    taken_ticket = next_ticket;
+    flush_taking = flush_requested;
+    last_attempt = now;
+    std::vector<AckOp> my_acks;
+    std::vector<AckOp> my_corrupt;
+    std::vector<ConsumerOp*> my_ops;
+    my_acks.swap(acks);
+    my_corrupt.swap(corrupt);
+    my_ops.swap(ops);
+    const bool drop_now = closing && close_deadline && steady_clock::now() >= *close_deadline;
+    lk.unlock();
+    if (drop_now && blocked) {
+      // Closing with the ring full under the block policy: what is left cannot be stored.
+      std::uint64_t records = 0;
+      for (auto& f : work) {
+        records += f.body.record_count;
+        f.body = FrameBody{};
+      }
+      dropped_at_close += records;
+      if (records > 0) {
+        log->error("buffer closing while full (block policy): dropped records={}", records);
+      }
+    }
+    commitOnce(my_acks, my_corrupt, my_ops);
+    lk.lock();
+  }
+  writer_done = true;
+  lk.unlock();
+  commit_cv.notify_all();
+  space_cv.notify_all();
+}
+
+void LmdbRing::Impl::commitOnce(std::vector<AckOp>& my_acks, std::vector<AckOp>& my_corrupt,
+                                std::vector<ConsumerOp*>& my_ops) {
+  // One transaction carries at most commit_max_bytes of frames (at least one frame); the writer
+  // loop commits what is left right after.
+  std::size_t frame_limit = 0;
+  for (std::uint64_t bytes = 0; frame_limit < work.size(); ++frame_limit) {
+    bytes += work[frame_limit].body.bytes.size();
+    if (frame_limit > 0 && bytes > opt.commit_max_bytes) break;
+  }
+  milliseconds io_backoff = kIoRetryMin;
+  for (int attempt = 0;; ++attempt) {
+    TxnState st;
+    const auto t0 = steady_clock::now();
+    const Status s = attemptCommit(my_acks, my_corrupt, my_ops, frame_limit, st);
+    if (s) {
+      publish(st, my_ops, steady_clock::now() - t0);
+      return;
+    }
+    if (isFull(s)) {
+      const std::uint64_t events = ++map_full_events;
+      if (events <= 10 || events % 1000 == 0) {
+        log->warn("buffer map full, recovering: {} (event {}, used={}, map_size={})",
+                  s.error().message, events, formatSize(meta.used_bytes), formatSize(map_size));
+      }
+      // Pages freed by a transaction are reusable only by later ones: evict in a transaction of
+      // its own, then retry.
+      if (opt.when_full == FullPolicy::kDropOldest && meta.frames > 0 && attempt < 8) {
+        const std::uint64_t target =
+            std::max<std::uint64_t>(workBytes(frame_limit) + opt.commit_max_bytes, opt.max_size / 16);
+        if (evictTxn(target)) continue;
+      }
+      if (frame_limit > 1) {
+        frame_limit /= 2;  // a smaller transaction needs fewer fresh pages
+        continue;
+      }
+      if (attempt < 12 && growMap()) continue;
+      if (opt.when_full == FullPolicy::kBlock && meta.frames > 0 && frame_limit > 0) {
+        frame_limit = 0;  // commit acknowledgements only; frames wait for room
+        continue;
+      }
+      auto victim = std::find_if(work.begin(), work.end(),
+                                 [](const PendingFrame& f) { return f.body.record_count > 0; });
+      if (frame_limit > 0 && victim != work.end()) {
+        // Not even an empty ring can take the oldest pending frame: drop it, counted.
+        PendingFrame& f = *victim;
+        dropped_map_full += f.body.record_count;
+        log->error("buffer map full with nothing left to evict: dropped a frame of {} records "
+                   "({}); raise buffer.map_size",
+                   f.body.record_count, formatSize(f.body.bytes.size()));
+        f.body = FrameBody{};
+        continue;
+      }
+    }
+    // An I/O error or an unrecoverable MAP_FULL: keep everything and retry with backoff.
+    log->error("buffer commit failed, retrying in {}: {}", formatDuration(io_backoff),
+               s.error().message);
+    {
+      std::unique_lock lk(mu);
+      if (closing && close_deadline && steady_clock::now() >= *close_deadline) {
+        std::uint64_t records = 0;
+        for (const auto& f : work) records += f.body.record_count;
+        dropped_at_close += records;
+        work.clear();
+        for (ConsumerOp* op : my_ops) {
+          op->result = tl::unexpected(s.error());
+          op->done = true;
+        }
+        lk.unlock();
+        commit_cv.notify_all();
+        return;
+      }
+      writer_cv.wait_for(lk, io_backoff);
+    }
+    io_backoff = std::min(io_backoff * 2, kIoRetryMax);
+  }
+}
+
+Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
+                                     const std::vector<AckOp>& my_corrupt,
+                                     const std::vector<ConsumerOp*>& my_ops,
+                                     std::size_t frame_limit, TxnState& st) {
+  beginTxnState(st);
+  MDB_txn* raw = nullptr;
+  int rc = mdb_txn_begin(env, nullptr, 0, &raw);
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, "beginning a write transaction"));
+  lmdb::Txn txn(raw);
+  MDB_cursor* icur_raw = nullptr;
+  rc = mdb_cursor_open(txn.get(), dbi_index, &icur_raw);
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, "opening an index cursor"));
+  lmdb::Cursor icur(icur_raw);
+
+  auto firstFrame = [&](FrameId& id, IndexEntry& entry) -> Result<bool> {
+    MDB_val k;
+    MDB_val v;
+    const int r = mdb_cursor_get(icur.get(), &k, &v, MDB_FIRST);
+    if (r == MDB_NOTFOUND) return false;
+    if (r != 0) return tl::unexpected(lmdb::error(r, "reading the oldest index entry"));
+    auto e = IndexEntry::deserialize(lmdb::span(v));
+    if (!e) return tl::unexpected(e.error());
+    id = lmdb::frameIdOf(k);
+    entry = *e;
+    return true;
+  };
+  auto lookup = [&](FrameId id, IndexEntry& entry) -> Result<bool> {
+    lmdb::FrameKey key(id);
+    MDB_val k = key.val();
+    MDB_val v;
+    const int r = mdb_get(txn.get(), dbi_index, &k, &v);
+    if (r == MDB_NOTFOUND) return false;
+    if (r != 0) return tl::unexpected(lmdb::error(r, "reading an index entry"));
+    auto e = IndexEntry::deserialize(lmdb::span(v));
+    if (!e) return tl::unexpected(e.error());
+    entry = *e;
+    return true;
+  };
+
+  // 1. Consumer creation and removal.
+  std::vector<Status> op_results;
+  for (ConsumerOp* op : my_ops) {
+    auto it = std::find_if(st.consumers.begin(), st.consumers.end(),
+                           [&](const TxnConsumer& c) { return c.alive && c.name == op->name; });
+    if (op->kind == ConsumerOp::Kind::kCreate) {
+      if (it != st.consumers.end()) {
+        op->index = static_cast<std::size_t>(it - st.consumers.begin());
+        continue;
+      }
+      FrameId oldest = st.meta.next_frame;
+      IndexEntry e;
+      auto found = firstFrame(oldest, e);
+      if (!found) return tl::unexpected(found.error());
+      if (!*found) oldest = st.meta.next_frame;
+      TxnConsumer c;
+      c.name = op->name;
+      c.rec.done = AckSet(oldest);
+      c.rec.baseline_appended_records = st.meta.appended_records;
+      c.rec.baseline_ring_records = st.meta.records;
+      c.rec.created_ns = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(
+              std::chrono::system_clock::now().time_since_epoch())
+              .count());
+      c.dirty = true;
+      c.created = true;
+      op->index = st.consumers.size();
+      st.consumers.push_back(std::move(c));
+    } else {
+      if (it == st.consumers.end()) {
+        op->result = fail(ErrorCode::kNotFound, "no consumer named '" + op->name + "'");
+        continue;
+      }
+      it->alive = false;
+      MDB_val k = lmdb::val(it->name.data(), it->name.size());
+      rc = mdb_del(txn.get(), dbi_consumers, &k, nullptr);
+      if (rc != 0 && rc != MDB_NOTFOUND) {
+        return tl::unexpected(lmdb::error(rc, "deleting a consumer"));
+      }
+      if (auto s = deleteDoneByAll(txn.get(), st); !s) return s;
+    }
+  }
+
+  // 2. Acknowledgements and corrupt-frame reports.
+  auto markDone = [&](const AckOp& a, bool is_corrupt) -> Status {
+    if (a.consumer >= st.consumers.size() || !st.consumers[a.consumer].alive) return ok();
+    TxnConsumer& c = st.consumers[a.consumer];
+    if (c.rec.done.contains(a.id)) return ok();
+    IndexEntry e;
+    auto found = lookup(a.id, e);
+    if (!found) return tl::unexpected(found.error());
+    if (!*found) return ok();  // evicted or deleted meanwhile: already done for everyone
+    c.rec.done.insert(a.id);
+    c.dirty = true;
+    if (is_corrupt) {
+      ++c.rec.corrupt_frames;
+      c.rec.corrupt_records += e.record_count;
+    } else {
+      ++c.rec.acked_frames;
+      c.rec.acked_records += e.record_count;
+    }
+    ++c.rec.done_in_ring_frames;
+    c.rec.done_in_ring_records += e.record_count;
+    if (allDone(st, a.id)) return deleteFrame(txn.get(), st, a.id, e);
+    return ok();
+  };
+  for (const AckOp& a : my_acks) {
+    if (auto s = markDone(a, false); !s) return s;
+  }
+  for (const AckOp& a : my_corrupt) {
+    if (auto s = markDone(a, true); !s) return s;
+  }
+
+  // 3. New frames, evicting the oldest to make room.
+  MDB_cursor* fcur_raw = nullptr;
+  rc = mdb_cursor_open(txn.get(), dbi_frames, &fcur_raw);
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, "opening a frame cursor"));
+  lmdb::Cursor fcur(fcur_raw);
+  Status status = ok();
+  const std::size_t n = std::min(frame_limit, work.size());
+  for (std::size_t i = 0; i < n && status; ++i) {
+    PendingFrame& pf = work[i];
+    if (pf.body.record_count > 0) {
+      const FrameId id = st.meta.next_frame;
+      auto size = encoder->prepare(id, pf.body);
+      const std::uint64_t need = size ? accountedBytes(*size) : UINT64_MAX;
+      if (!size || need > opt.max_size) {
+        // Larger than the whole ring: it can never be stored.
+        ++st.frames_dropped;
+        st.records_dropped += pf.body.record_count;
+        log->error("buffer frame of {} records ({}) exceeds max_size {}: dropped",
+                   pf.body.record_count, formatSize(pf.body.bytes.size()),
+                   formatSize(opt.max_size));
+      } else {
+        while (status && st.meta.used_bytes + need > opt.max_size) {
+          if (opt.when_full == FullPolicy::kBlock) {
+            st.blocked = true;
+            break;
+          }
+          FrameId oldest = 0;
+          IndexEntry e;
+          auto found = firstFrame(oldest, e);
+          if (!found) return tl::unexpected(found.error());
+          if (!*found) break;
+          evictOldest(txn.get(), st, e, oldest, icur, status);
+        }
+        if (!status) break;
+        if (st.blocked) break;
+        lmdb::FrameKey key(id);
+        MDB_val k = key.val();
+        MDB_val v{*size, nullptr};
+        rc = mdb_cursor_put(fcur.get(), &k, &v, MDB_RESERVE | MDB_APPEND);
+        if (rc != 0) return tl::unexpected(lmdb::error(rc, "storing a frame"));
+        encoder->write(static_cast<std::byte*>(v.mv_data));
+        IndexEntry entry{pf.body.record_count, static_cast<std::uint32_t>(*size),
+                         encoder->header().first_ts, encoder->header().last_ts};
+        std::byte ib[IndexEntry::kSize];
+        entry.serialize(ib);
+        MDB_val iv = lmdb::val(ib, sizeof ib);
+        rc = mdb_cursor_put(icur.get(), &k, &iv, MDB_APPEND);
+        if (rc != 0) return tl::unexpected(lmdb::error(rc, "storing an index entry"));
+        ++st.meta.next_frame;
+        ++st.meta.frames;
+        st.meta.records += pf.body.record_count;
+        st.meta.used_bytes += need;
+        ++st.meta.appended_frames;
+        st.meta.appended_records += pf.body.record_count;
+        if (st.first_frame == 0) st.first_frame = id;
+        st.last_frame = id;
+        st.new_records += pf.body.record_count;
+        st.new_bytes += *size;
+      }
+    }
+    for (const StateWrite& w : pf.state) {
+      MDB_val k = lmdb::val(w.key.data(), w.key.size());
+      MDB_val v = lmdb::val(w.value.data(), w.value.size());
+      if (auto s = putOrFail(txn.get(), dbi_state, k, v, 0, "storing state"); !s) return s;
+    }
+    ++st.frames_committed;
+  }
+  if (!status) return status;
+  if (st.frames_committed < work.size() && opt.when_full == FullPolicy::kBlock) st.blocked = true;
+
+  // 4. Floors follow the oldest frame so ack sets stay small; then the bookkeeping records.
+  FrameId oldest = st.meta.next_frame;
+  IndexEntry oldest_entry;
+  auto found = firstFrame(oldest, oldest_entry);
+  if (!found) return tl::unexpected(found.error());
+  if (*found) {
+    st.oldest_id = oldest;
+    st.oldest = oldest_entry;
+    MDB_val k;
+    MDB_val v;
+    if (mdb_cursor_get(icur.get(), &k, &v, MDB_LAST) == 0) {
+      st.newest_id = lmdb::frameIdOf(k);
+      if (auto e = IndexEntry::deserialize(lmdb::span(v))) st.newest = *e;
+    }
+  } else {
+    oldest = st.meta.next_frame;
+  }
+  for (auto& c : st.consumers) {
+    if (c.alive && c.rec.done.floor() < oldest) {
+      c.rec.done.raiseFloor(oldest);
+      c.dirty = true;
+    }
+  }
+  if (auto s = writeBookkeeping(txn.get(), st); !s) return s;
+  icur = lmdb::Cursor();
+  fcur = lmdb::Cursor();
+  rc = txn.commit();
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, "committing"));
+  return ok();
+}
+
+void LmdbRing::Impl::evictOldest(MDB_txn* txn, TxnState& st, const IndexEntry& e, FrameId id,
+                                 lmdb::Cursor& index_cursor, Status& status) {
+  for (auto& c : st.consumers) {
+    if (!c.alive) continue;
+    if (c.rec.done.contains(id)) {
+      --c.rec.done_in_ring_frames;
+      c.rec.done_in_ring_records -= e.record_count;
+    } else {
+      ++c.rec.evicted_frames;
+      c.rec.evicted_records += e.record_count;
+    }
+    c.rec.done.raiseFloor(id + 1);
+    c.dirty = true;
+  }
+  // The index cursor sits on `id` (firstFrame just positioned it).
+  int rc = mdb_cursor_del(index_cursor.get(), 0);
+  if (rc != 0) {
+    status = tl::unexpected(lmdb::error(rc, "evicting an index entry"));
+    return;
+  }
+  if (auto s = delOrFail(txn, dbi_frames, id, "evicting a frame"); !s) {
+    status = s;
+    return;
+  }
+  --st.meta.frames;
+  st.meta.records -= e.record_count;
+  st.meta.used_bytes -= std::min(st.meta.used_bytes, accountedBytes(e.stored_bytes));
+  ++st.meta.evicted_frames;
+  st.meta.evicted_records += e.record_count;
+  ++st.evicted_frames;
+}
+
+Status LmdbRing::Impl::deleteFrame(MDB_txn* txn, TxnState& st, FrameId id,
+                                   const IndexEntry& e) {
+  for (auto& c : st.consumers) {
+    if (!c.alive) continue;
+    --c.rec.done_in_ring_frames;
+    c.rec.done_in_ring_records -= e.record_count;
+    c.dirty = true;
+  }
+  if (auto s = delOrFail(txn, dbi_index, id, "deleting an index entry"); !s) return s;
+  if (auto s = delOrFail(txn, dbi_frames, id, "deleting a frame"); !s) return s;
+  --st.meta.frames;
+  st.meta.records -= e.record_count;
+  st.meta.used_bytes -= std::min(st.meta.used_bytes, accountedBytes(e.stored_bytes));
+  ++st.meta.deleted_frames;
+  return ok();
+}
+
+// After a consumer is removed, frames every remaining consumer is done with are deleted.
+Status LmdbRing::Impl::deleteDoneByAll(MDB_txn* txn, TxnState& st) {
+  FrameId upper = UINT64_MAX;
+  bool any = false;
+  for (const auto& c : st.consumers) {
+    if (!c.alive) continue;
+    any = true;
+    const auto& r = c.rec.done.ranges();
+    upper = std::min(upper, r.empty() ? c.rec.done.floor() : r.back().second);
+  }
+  if (!any) return ok();
+  MDB_cursor* raw = nullptr;
+  int rc = mdb_cursor_open(txn, dbi_index, &raw);
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, "opening an index cursor"));
+  std::vector<std::pair<FrameId, IndexEntry>> victims;
+  {
+    lmdb::Cursor cur(raw);
+    MDB_val k;
+    MDB_val v;
+    for (rc = mdb_cursor_get(raw, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(raw, &k, &v, MDB_NEXT)) {
+      const FrameId id = lmdb::frameIdOf(k);
+      if (id >= upper) break;
+      if (!allDone(st, id)) continue;
+      auto e = IndexEntry::deserialize(lmdb::span(v));
+      if (!e) return tl::unexpected(e.error());
+      victims.emplace_back(id, *e);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) return tl::unexpected(lmdb::error(rc, "scanning index"));
+  }
+  for (const auto& [id, e] : victims) {
+    if (auto s = deleteFrame(txn, st, id, e); !s) return s;
+  }
+  return ok();
+}
+
+bool LmdbRing::Impl::evictTxn(std::uint64_t bytes) {
+  // Reuses attemptCommit with no frames: a transaction that only evicts.
+  TxnState st;
+  beginTxnState(st);
+  MDB_txn* raw = nullptr;
+  int rc = mdb_txn_begin(env, nullptr, 0, &raw);
+  if (rc != 0) return false;
+  lmdb::Txn txn(raw);
+  MDB_cursor* icur_raw = nullptr;
+  if (mdb_cursor_open(txn.get(), dbi_index, &icur_raw) != 0) return false;
+  lmdb::Cursor icur(icur_raw);
+  const auto t0 = steady_clock::now();
+  std::uint64_t freed = 0;
+  Status status = ok();
+  while (freed < bytes && status) {
+    MDB_val k;
+    MDB_val v;
+    if (mdb_cursor_get(icur.get(), &k, &v, MDB_FIRST) != 0) break;
+    auto e = IndexEntry::deserialize(lmdb::span(v));
+    if (!e) return false;
+    freed += accountedBytes(e->stored_bytes);
+    evictOldest(txn.get(), st, *e, lmdb::frameIdOf(k), icur, status);
+  }
+  if (!status || st.evicted_frames == 0) return false;
+  if (!writeBookkeeping(txn.get(), st)) return false;
+  icur = lmdb::Cursor();
+  if (txn.commit() != 0) return false;
+  log->warn("buffer evicted frames={} ({}) to recover from a full map", st.evicted_frames,
+            formatSize(freed));
+  std::vector<ConsumerOp*> none;
+  publish(st, none, steady_clock::now() - t0);
+  return true;
+}
+
+bool LmdbRing::Impl::growMap() {
+  const std::uint64_t next = map_size + std::max<std::uint64_t>(map_size / 4, 1ULL << 20U);
+  if (next > map_size_limit) return false;
+  std::unique_lock gate(txn_gate);
+  const int rc = mdb_env_set_mapsize(env, next);
+  if (rc != 0) {
+    log->error("buffer could not grow the map to {}: {}", formatSize(next), mdb_strerror(rc));
+    return false;
+  }
+  log->warn("buffer map grown from {} to {} after MDB_MAP_FULL", formatSize(map_size),
+            formatSize(next));
+  map_size = next;
+  return true;
+}
+
+void LmdbRing::Impl::publish(TxnState& st, std::vector<ConsumerOp*>& my_ops,
+                             std::chrono::nanoseconds took) {
+  meta = st.meta;
+  {
+    std::lock_guard lk(consumers_mu);
+    for (std::size_t i = 0; i < st.consumers.size(); ++i) {
+      TxnConsumer& tc = st.consumers[i];
+      if (i >= consumers.size()) {
+        auto c = std::make_unique<ConsumerLive>();
+        c->name = tc.name;
+        c->done = tc.rec.done;
+        c->durable = tc.rec;
+        c->handle.reset(new Consumer(*owner, i));
+        consumers.push_back(std::move(c));
+        continue;
+      }
+      ConsumerLive& c = *consumers[i];
+      std::lock_guard ck(c.mu);
+      if (!tc.alive) {
+        c.removed = true;
+        continue;
+      }
+      c.durable = std::move(tc.rec);
+      c.done.raiseFloor(c.durable.done.floor());
+    }
+  }
+  {
+    std::lock_guard lk(stats_mu);
+    snapshot.frames = meta.frames;
+    snapshot.records = meta.records;
+    snapshot.used_bytes = meta.used_bytes;
+    snapshot.next_frame = meta.next_frame;
+    snapshot.appended_frames = meta.appended_frames;
+    snapshot.appended_records = meta.appended_records;
+    snapshot.deleted_frames = meta.deleted_frames;
+    snapshot.evicted_frames = meta.evicted_frames;
+    snapshot.evicted_records = meta.evicted_records;
+    snapshot.commits = meta.commits;
+    snapshot.max_size = opt.max_size;
+    snapshot.map_size = map_size;
+    if (meta.frames > 0 && st.oldest_id != 0) {
+      snapshot.oldest_frame = st.oldest_id;
+      snapshot.oldest_ts = st.oldest.first_ts;
+      snapshot.newest_frame = st.newest_id;
+      snapshot.newest_ts = st.newest.last_ts;
+    } else if (meta.frames == 0) {
+      snapshot.oldest_frame = snapshot.newest_frame = 0;
+      snapshot.oldest_ts = snapshot.newest_ts = 0;
+    }
+  }
+  if (st.records_dropped > 0) dropped_map_full += st.records_dropped;
+
+  CommitInfo info;
+  info.first_frame = st.first_frame;
+  info.last_frame = st.last_frame;
+  info.records = st.new_records;
+  info.bytes = st.new_bytes;
+  info.evicted_frames = st.evicted_frames;
+  info.duration = took;
+  std::function<void(const CommitInfo&)> notify;
+  Ticket done = 0;
+  {
+    std::lock_guard lk(mu);
+    const std::size_t consumed = std::min(st.frames_committed, work.size());
+    for (std::size_t i = 0; i < consumed; ++i) {
+      PendingFrame& f = work.front();
+      queued_bytes -= std::min(queued_bytes, f.queued_bytes);
+      if (pool.size() < kPoolMax && f.body.bytes.capacity() > 0) {
+        f.body.bytes.clear();
+        pool.push_back(std::move(f.body.bytes));
+      }
+      work.pop_front();
+    }
+    done = work.empty() ? taken_ticket : work.front().first_ticket - 1;
+    done = std::max(committed_ticket, done);
+    notify = listener;
+  }
+  space_cv.notify_all();
+  // The listener sees the commit before anyone waiting for it wakes up.
+  info.ticket = done;
+  if (notify) notify(info);
+  {
+    std::lock_guard lk(mu);
+    committed_ticket = done;
+    blocked = st.blocked;
+    flush_done = std::max(flush_done, flush_taking);
+    for (ConsumerOp* op : my_ops) op->done = true;
+  }
+  my_ops.clear();
+  commit_cv.notify_all();
+  if (++commits_since_reader_check >= kReaderCheckEvery) {
+    commits_since_reader_check = 0;
+    int dead = 0;
+    mdb_reader_check(env, &dead);
+    stale_readers_cleared += static_cast<std::uint64_t>(dead);
+  }
+}
+
+}  // namespace cistern::buffer

@@ -1,0 +1,481 @@
+// Component tests of the LMDB ring: real LMDB in a temporary directory.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <numeric>
+#include <set>
+#include <thread>
+
+#include "../../unit/buffer/ring_test_util.h"
+#include "cistern/buffer/ring.h"
+#include "temp_dir.h"
+
+using namespace std::chrono_literals;
+using cistern::buffer::CommitInfo;
+using cistern::buffer::ConsumerStats;
+using cistern::buffer::Direction;
+using cistern::buffer::FrameId;
+using cistern::buffer::FullPolicy;
+using cistern::buffer::LmdbRing;
+using cistern::buffer::ReadBatch;
+using cistern::buffer::RingOptions;
+using cistern::buffer::SyncMode;
+using cistern::buffer::Ticket;
+using cistern::buffer::Wait;
+using cistern::testing::appendSeq;
+using cistern::testing::drain;
+using cistern::testing::seqsOf;
+using cistern::testing::smallRing;
+using cistern::testing::TempDir;
+
+namespace {
+
+std::unique_ptr<LmdbRing> openRing(const RingOptions& o) {
+  auto ring = LmdbRing::open(o);
+  if (!ring) FAIL("open failed: " << ring.error().describe());
+  return std::move(*ring);
+}
+
+std::vector<std::uint64_t> iota(std::uint64_t first, std::uint64_t count) {
+  std::vector<std::uint64_t> v(count);
+  std::iota(v.begin(), v.end(), first);
+  return v;
+}
+
+// The promise every consumer keeps: records due = acked + evicted + corrupt + pending.
+void checkAccounting(const ConsumerStats& s) {
+  INFO("consumer " << s.name);
+  CHECK(s.assigned_records ==
+        s.acked_records + s.evicted_records + s.corrupt_records + s.pending_records);
+}
+
+}  // namespace
+
+TEST_CASE("appended records are read back in order and acknowledged frames are deleted",
+          "[component]") {
+  TempDir dir;
+  auto ring = openRing(smallRing(dir.path()));
+  auto* out = ring->consumer("out").value();
+  appendSeq(*ring, 0, 1000);
+  REQUIRE_OK(ring->flush());
+  const auto before = ring->stats();
+  CHECK(before.records == 1000);
+  CHECK(before.appended_records == 1000);
+  CHECK(before.frames > 1);  // 200-byte records, 16 KiB frames
+
+  bool intact = true;
+  const auto seqs = drain(*out, true, &intact);
+  CHECK(intact);
+  CHECK(seqs == iota(0, 1000));
+  REQUIRE_OK(ring->flush());
+  const auto after = ring->stats();
+  CHECK(after.frames == 0);
+  CHECK(after.records == 0);
+  CHECK(after.used_bytes == 0);
+  CHECK(after.deleted_frames == before.frames);
+  const auto s = out->stats();
+  CHECK(s.acked_records == 1000);
+  CHECK(s.pending_records == 0);
+  checkAccounting(s);
+}
+
+TEST_CASE("cursors and frame ids survive a restart; unacknowledged frames come back",
+          "[component]") {
+  TempDir dir;
+  const auto opts = smallRing(dir.path());
+  FrameId last_id = 0;
+  {
+    auto ring = openRing(opts);
+    auto* out = ring->consumer("out").value();
+    appendSeq(*ring, 0, 500);
+    REQUIRE_OK(ring->flush());
+    ReadBatch batch;
+    REQUIRE(out->readNext(batch).value() > 0);
+    // Acknowledge the first frame only; the rest were handed out but never confirmed.
+    const auto first = seqsOf(batch);
+    out->ack(batch.frames().front().id);
+    REQUIRE_OK(ring->flush());
+    last_id = ring->stats().newest_frame;
+    CHECK(ring->close());
+    (void)first;
+  }
+  auto ring = openRing(opts);
+  auto* out = ring->consumer("out").value();
+  const auto again = drain(*out, false);
+  REQUIRE_FALSE(again.empty());
+  CHECK(again.back() == 499);
+  CHECK(again.front() > 0);  // the acknowledged frame is not handed out again
+  // New frames get ids above every id used before the restart, even after all are deleted.
+  drain(*out, true);
+  out->rewind();
+  drain(*out, true);
+  REQUIRE_OK(ring->flush());
+  CHECK(ring->stats().frames == 0);
+  CHECK(ring->close());
+  auto reopened = openRing(opts);
+  appendSeq(*reopened, 500, 1);
+  REQUIRE_OK(reopened->flush());
+  CHECK(reopened->stats().newest_frame > last_id);
+}
+
+TEST_CASE("each consumer has its own cursor; a frame is deleted once all acknowledged",
+          "[component]") {
+  TempDir dir;
+  auto ring = openRing(smallRing(dir.path()));
+  auto* a = ring->consumer("a").value();
+  auto* b = ring->consumer("b").value();
+  appendSeq(*ring, 0, 300);
+  REQUIRE_OK(ring->flush());
+  const auto frames = ring->stats().frames;
+
+  CHECK(drain(*a, true) == iota(0, 300));
+  REQUIRE_OK(ring->flush());
+  CHECK(ring->stats().frames == frames);  // b has acknowledged nothing yet
+  CHECK(a->stats().pending_records == 0);
+  CHECK(b->stats().pending_records == 300);
+
+  CHECK(drain(*b, true) == iota(0, 300));
+  REQUIRE_OK(ring->flush());
+  CHECK(ring->stats().frames == 0);
+  checkAccounting(a->stats());
+  checkAccounting(b->stats());
+}
+
+TEST_CASE("out-of-order acknowledgements persist and are skipped by readers", "[component]") {
+  TempDir dir;
+  auto opts = smallRing(dir.path());
+  opts.frame_max_bytes = 1024;  // about four records per frame
+  std::vector<FrameId> ids;
+  {
+    auto ring = openRing(opts);
+    auto* out = ring->consumer("out").value();
+    appendSeq(*ring, 0, 100);
+    REQUIRE_OK(ring->flush());
+    ReadBatch batch;
+    REQUIRE(out->readNext(batch, {1000, 1U << 30U}).value() >= 10);
+    for (const auto& f : batch.frames()) ids.push_back(f.id);
+    // Acknowledge the 3rd, 5th and 6th frames, then the 1st: floor moves past the 1st only.
+    out->ack(std::vector<FrameId>{ids[2], ids[4], ids[5], ids[0]});
+    REQUIRE_OK(ring->flush());
+    const auto s = out->stats();
+    CHECK(s.ack_floor == ids[1]);
+    CHECK(s.ack_ranges == 2);
+    CHECK(s.acked_frames == 4);
+    checkAccounting(s);
+    CHECK(ring->close());
+  }
+  auto ring = openRing(opts);
+  auto* out = ring->consumer("out").value();
+  ReadBatch batch;
+  REQUIRE(out->readNext(batch, {3, 1U << 30U}).value() == 3);
+  CHECK(batch.frames()[0].id == ids[1]);
+  CHECK(batch.frames()[1].id == ids[3]);
+  CHECK(batch.frames()[2].id == ids[6]);
+  // Filling the gaps merges everything into the floor.
+  out->ack(std::vector<FrameId>{ids[1], ids[3]});
+  REQUIRE_OK(ring->flush());
+  CHECK(out->stats().ack_floor == ids[6]);
+  CHECK(out->stats().ack_ranges == 0);
+  // Acknowledging unknown, repeated or future ids changes nothing.
+  out->ack(std::vector<FrameId>{ids[0], 999'999, 0});
+  REQUIRE_OK(ring->flush());
+  CHECK(out->stats().acked_frames == 6);
+  checkAccounting(out->stats());
+}
+
+TEST_CASE("readAt reads the newest frames first for the live lane", "[component]") {
+  TempDir dir;
+  auto opts = smallRing(dir.path());
+  opts.frame_max_bytes = 1024;
+  auto ring = openRing(opts);
+  auto* out = ring->consumer("out").value();
+  appendSeq(*ring, 0, 40);
+  REQUIRE_OK(ring->flush());
+  const FrameId newest = ring->newestFrame();
+  ReadBatch batch;
+  REQUIRE(out->readAt(newest, Direction::kBackward, batch, {3, 1U << 30U}).value() == 3);
+  CHECK(batch.frames()[0].id == newest);
+  CHECK(batch.frames()[1].id == newest - 1);
+  CHECK(batch.frames()[2].id == newest - 2);
+  out->ack(newest - 1);
+  REQUIRE(out->readAt(newest, Direction::kBackward, batch, {2, 1U << 30U}).value() == 2);
+  CHECK(batch.frames()[0].id == newest);
+  CHECK(batch.frames()[1].id == newest - 2);  // the acknowledged frame is skipped
+  // readAt does not move readNext: the backlog still starts at the oldest frame.
+  REQUIRE(out->readNext(batch, {1, 1U << 30U}).value() == 1);
+  CHECK(seqsOf(batch).front() == 0);
+}
+
+TEST_CASE("drop_oldest evicts and every consumer counts what it lost", "[component]") {
+  TempDir dir;
+  auto opts = smallRing(dir.path());
+  opts.max_size = 2ULL << 20U;
+  opts.commit_max_bytes = 256U << 10U;
+  auto ring = openRing(opts);
+  auto* slow = ring->consumer("slow").value();
+  auto* fast = ring->consumer("fast").value();
+  std::uint64_t fast_got = 0;
+  for (int round = 0; round < 40; ++round) {
+    appendSeq(*ring, static_cast<std::uint64_t>(round) * 1000, 1000);
+    REQUIRE_OK(ring->flush());
+    fast_got += drain(*fast, true).size();
+  }
+  REQUIRE_OK(ring->flush());
+  const auto st = ring->stats();
+  CHECK(st.used_bytes <= opts.max_size);
+  CHECK(st.evicted_frames > 0);
+  CHECK(st.appended_records == 40'000);
+  const auto slow_stats = slow->stats();
+  CHECK(slow_stats.evicted_records > 0);
+  CHECK(slow_stats.assigned_records == 40'000);
+  checkAccounting(slow_stats);
+  const auto fast_stats = fast->stats();
+  CHECK(fast_stats.evicted_records == 0);
+  CHECK(fast_got == 40'000);
+  checkAccounting(fast_stats);
+  // What the slow consumer still reads plus what it lost is everything, exactly once.
+  const auto rest = drain(*slow, true);
+  CHECK(rest.size() + slow_stats.evicted_records == 40'000);
+  CHECK(std::is_sorted(rest.begin(), rest.end()));
+  CHECK(rest.back() == 39'999);
+}
+
+TEST_CASE("the block policy stops the writer until consumers make room", "[component]") {
+  TempDir dir;
+  auto opts = smallRing(dir.path());
+  opts.max_size = 1ULL << 20U;
+  opts.commit_max_bytes = 128U << 10U;
+  opts.ingest_max_bytes = 256U << 10U;
+  opts.when_full = FullPolicy::kBlock;
+  auto ring = openRing(opts);
+  auto* out = ring->consumer("out").value();
+  // Far more than fits: the ring fills, the queue fills, then appends are refused.
+  std::uint64_t accepted = 0;
+  std::uint64_t refused = 0;
+  for (std::uint64_t seq = 0; seq < 20'000; ++seq) {
+    if (appendSeq(*ring, seq, 1, 200, "test", Wait::kNo) != 0) {
+      accepted = seq + 1;
+    } else {
+      ++refused;
+      break;
+    }
+  }
+  CHECK(refused == 1);
+  std::this_thread::sleep_for(100ms);
+  auto st = ring->stats();
+  CHECK(st.writer_blocked);
+  CHECK(st.evicted_frames == 0);
+  CHECK(st.used_bytes <= opts.max_size);
+  CHECK(st.refused_queue_full == 1);
+  // Draining makes room: everything accepted arrives, nothing was evicted.
+  std::vector<std::uint64_t> got;
+  for (int i = 0; i < 200 && got.size() < accepted; ++i) {
+    for (auto s : drain(*out, true)) got.push_back(s);
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(got == iota(0, accepted));
+  REQUIRE_OK(ring->flush());
+  st = ring->stats();
+  CHECK_FALSE(st.writer_blocked);
+  CHECK(st.evicted_frames == 0);
+  checkAccounting(out->stats());
+}
+
+TEST_CASE("every sync mode commits durably across close and reopen", "[component]") {
+  const auto mode = GENERATE(SyncMode::kBatch, SyncMode::kAlways, SyncMode::kNone);
+  TempDir dir;
+  auto opts = smallRing(dir.path());
+  opts.sync = mode;
+  opts.commit_interval = 50ms;
+  {
+    auto ring = openRing(opts);
+    std::vector<CommitInfo> commits;
+    std::mutex mu;
+    ring->setCommitListener([&](const CommitInfo& c) {
+      std::lock_guard lk(mu);
+      commits.push_back(c);
+    });
+    const auto ticket = appendSeq(*ring, 0, 100);
+    REQUIRE_OK(ring->waitCommitted(ticket, 5s));
+    {
+      std::lock_guard lk(mu);
+      REQUIRE_FALSE(commits.empty());
+      CHECK(commits.back().ticket >= ticket);
+    }
+    CHECK(ring->close());
+  }
+  auto ring = openRing(opts);
+  CHECK(drain(*ring->consumer("out").value(), false) == iota(0, 100));
+}
+
+TEST_CASE("group commit batches appends within the commit window", "[component]") {
+  TempDir dir;
+  auto opts = smallRing(dir.path());
+  opts.commit_interval = 200ms;
+  auto ring = openRing(opts);
+  std::atomic<int> commits{0};
+  ring->setCommitListener([&](const CommitInfo& c) {
+    if (c.records > 0) ++commits;
+  });
+  Ticket last = 0;
+  for (int i = 0; i < 50; ++i) last = appendSeq(*ring, static_cast<std::uint64_t>(i), 1);
+  REQUIRE_OK(ring->waitCommitted(last, 5s));
+  CHECK(commits.load() <= 2);  // 50 appends well inside one window
+}
+
+TEST_CASE("state writes commit with the records appended alongside", "[component]") {
+  TempDir dir;
+  const auto opts = smallRing(dir.path());
+  {
+    auto ring = openRing(opts);
+    std::string payload = "line";
+    cistern::RecordInput r{cistern::RecordKind::kLogLine, 1, "file",
+                           {}, std::as_bytes(std::span(payload))};
+    std::vector<cistern::buffer::StateWrite> state{{"tail/a.log", "offset=5"}};
+    auto t = ring->append(std::span(&r, 1), state, Wait::kYes);
+    REQUIRE(t);
+    REQUIRE_OK(ring->waitCommitted(*t, 5s));
+    CHECK(ring->readState("tail/a.log").value() == std::optional<std::string>("offset=5"));
+    CHECK(ring->readState("tail/b.log").value() == std::nullopt);
+    std::vector<cistern::buffer::StateWrite> more{{"tail/b.log", "offset=9"}};
+    REQUIRE(ring->append({}, more, Wait::kYes));
+    REQUIRE_OK(ring->flush());
+    CHECK(ring->close());
+  }
+  auto ring = openRing(opts);
+  const auto all = ring->readStatePrefix("tail/").value();
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].value == "offset=5");
+  CHECK(all[1].value == "offset=9");
+  CHECK(ring->stats().records == 1);
+}
+
+TEST_CASE("zstd frames round-trip and take less room", "[component]") {
+  TempDir plain_dir;
+  TempDir zstd_dir;
+  auto plain_opts = smallRing(plain_dir.path());
+  auto zstd_opts = smallRing(zstd_dir.path());
+  zstd_opts.codec = cistern::buffer::Codec::kZstd;
+  auto plain = openRing(plain_opts);
+  auto packed = openRing(zstd_opts);
+  appendSeq(*plain, 0, 2000);
+  appendSeq(*packed, 0, 2000);
+  REQUIRE_OK(plain->flush());
+  REQUIRE_OK(packed->flush());
+  CHECK(packed->stats().used_bytes * 2 < plain->stats().used_bytes);
+  bool intact = true;
+  CHECK(drain(*packed->consumer("out").value(), true, &intact) == iota(0, 2000));
+  CHECK(intact);
+}
+
+TEST_CASE("a consumer created later receives the whole backlog; removal frees frames",
+          "[component]") {
+  TempDir dir;
+  auto ring = openRing(smallRing(dir.path()));
+  auto* a = ring->consumer("a").value();
+  appendSeq(*ring, 0, 200);
+  REQUIRE_OK(ring->flush());
+  auto* late = ring->consumer("late").value();
+  CHECK(late->stats().assigned_records == 200);
+  CHECK(drain(*a, true) == iota(0, 200));
+  REQUIRE_OK(ring->flush());
+  CHECK(ring->stats().records == 200);  // "late" holds them
+  REQUIRE_OK(ring->removeConsumer("late"));
+  CHECK(ring->stats().records == 0);
+  CHECK(ring->consumerNames() == std::vector<std::string>{"a"});
+  CHECK_FALSE(ring->removeConsumer("late"));
+  CHECK_FALSE(ring->consumer(""));
+}
+
+TEST_CASE("a tiny map size is recovered from by eviction, never fatal", "[component][fault]") {
+  TempDir dir;
+  auto opts = smallRing(dir.path());
+  opts.max_size = 64ULL << 20U;  // the byte bound alone would never evict
+  opts.map_size = 2ULL << 20U;   // but the map holds barely 2 MiB
+  opts.commit_max_bytes = 128U << 10U;
+  auto ring = openRing(opts);
+  auto* out = ring->consumer("out").value();
+  for (int round = 0; round < 50; ++round) {
+    REQUIRE(appendSeq(*ring, static_cast<std::uint64_t>(round) * 500, 500) != 0);
+  }
+  REQUIRE_OK(ring->flush(30s));
+  const auto st = ring->stats();
+  CHECK(st.map_full_events > 0);
+  CHECK(st.evicted_frames > 0);
+  CHECK(st.appended_records + st.dropped_map_full == 25'000);
+  const auto rest = drain(*out, true);
+  CHECK(std::is_sorted(rest.begin(), rest.end()));
+  REQUIRE_FALSE(rest.empty());
+  CHECK(rest.back() == 24'999);
+  REQUIRE_OK(ring->flush());
+  checkAccounting(out->stats());
+  CHECK(out->stats().acked_records + out->stats().evicted_records == st.appended_records);
+}
+
+TEST_CASE("concurrent producers and a consumer thread lose and repeat nothing",
+          "[component][concurrent]") {
+  TempDir dir;
+  auto opts = smallRing(dir.path());
+  opts.max_size = 256ULL << 20U;
+  auto ring = openRing(opts);
+  auto* out = ring->consumer("out").value();
+  constexpr std::uint64_t kPerProducer = 20'000;
+  std::atomic<bool> done{false};
+  std::vector<std::uint64_t> got;
+  std::thread reader([&] {
+    ReadBatch batch;
+    while (true) {
+      const bool finished = done.load();
+      auto n = out->readNext(batch);
+      REQUIRE(n);
+      if (*n == 0) {
+        if (finished) break;
+        std::this_thread::sleep_for(1ms);
+        continue;
+      }
+      for (auto s : seqsOf(batch)) got.push_back(s);
+      for (const auto& f : batch.frames()) out->ack(f.id);
+    }
+  });
+  std::vector<std::thread> producers;
+  for (std::uint64_t p = 0; p < 2; ++p) {
+    producers.emplace_back([&, p] {
+      for (std::uint64_t i = 0; i < kPerProducer; i += 50) {
+        appendSeq(*ring, p * kPerProducer + i, 50);
+      }
+    });
+  }
+  for (auto& t : producers) t.join();
+  REQUIRE_OK(ring->flush());
+  done = true;
+  reader.join();
+  std::sort(got.begin(), got.end());
+  CHECK(got == iota(0, 2 * kPerProducer));
+  REQUIRE_OK(ring->flush());
+  CHECK(ring->stats().frames == 0);
+  checkAccounting(out->stats());
+}
+
+TEST_CASE("bad options and bad records are refused with clear errors", "[component]") {
+  TempDir dir;
+  RingOptions o = smallRing(dir.path());
+  o.max_size = 1000;
+  auto bad = LmdbRing::open(o);
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().message.find("max_size") != std::string::npos);
+
+  auto ring = openRing(smallRing(dir.path()));
+  cistern::RecordInput nameless{cistern::RecordKind::kTest, 0, "", {}, {}};
+  auto r = ring->append(std::span(&nameless, 1));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == cistern::ErrorCode::kInvalidArgument);
+  CHECK(ring->stats().refused_invalid == 1);
+
+  RingOptions ro;
+  ro.dir = dir / "nothing-here";
+  ro.read_only = true;
+  auto missing = LmdbRing::open(ro);
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().code == cistern::ErrorCode::kNotFound);
+}
