@@ -1,7 +1,7 @@
 # Compiler settings shared by every Cistern target.
 
 set(CISTERN_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion
-    -Wnon-virtual-dtor -Wold-style-cast -Wcast-align -Woverloaded-virtual -Wnull-dereference
+    -Wnon-virtual-dtor -Wold-style-cast -Wcast-align -Woverloaded-virtual
     -Wimplicit-fallthrough -Wformat=2)
 if(CISTERN_WERROR)
   list(APPEND CISTERN_WARNINGS -Werror)

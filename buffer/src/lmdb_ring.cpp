@@ -1,9 +1,11 @@
 // LmdbRing: opening, the producer API, consumers, the state store and stats.
 // The writer thread lives in writer.cpp, reads in read.cpp.
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cassert>
+#include <cstdio>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -32,7 +34,7 @@ std::uint64_t roundUp(std::uint64_t v, std::uint64_t unit) { return (v + unit - 
 // transaction), the trees and the free list; anything beyond is handled by MAP_FULL recovery.
 std::uint64_t derivedMapSize(const RingOptions& o) {
   const std::uint64_t slack = std::max<std::uint64_t>(o.max_size / 8, 4 * o.commit_max_bytes);
-  return roundUp(o.max_size + slack + (64ULL << 20U), 1ULL << 20U);
+  return roundUp(o.max_size + slack + (8ULL << 20U), 1ULL << 20U);
 }
 
 Status validateOptions(const RingOptions& o) {
@@ -81,32 +83,32 @@ Status LmdbRing::Impl::openEnv() {
                   "cannot create buffer directory " + opt.dir.string() + ": " + ec.message());
     }
   }
-  int rc = mdb_env_create(&env);
-  if (rc != 0) return tl::unexpected(lmdb::error(rc, "mdb_env_create"));
-  mdb_env_set_maxdbs(env, 8);
   unsigned flags = MDB_NOTLS;
   if (opt.read_only) {
     flags |= MDB_RDONLY;
   } else {
     map_size = opt.map_size != 0 ? opt.map_size : derivedMapSize(opt);
     map_size_limit = 2 * map_size;
-    rc = mdb_env_set_mapsize(env, map_size);
-    if (rc != 0) return tl::unexpected(lmdb::error(rc, "mdb_env_set_mapsize"));
     if (opt.sync == SyncMode::kBatch) flags |= MDB_NOMETASYNC;
     if (opt.sync == SyncMode::kNone) flags |= MDB_NOSYNC;
+  }
+  int rc = mdb_env_create(&env);
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, "mdb_env_create"));
+  mdb_env_set_maxdbs(env, 8);
+  if (!opt.read_only) {
+    rc = mdb_env_set_mapsize(env, map_size);
+    if (rc != 0) return tl::unexpected(lmdb::error(rc, "mdb_env_set_mapsize"));
   }
   rc = mdb_env_open(env, opt.dir.c_str(), flags, 0640);
   if (rc != 0) {
     return tl::unexpected(lmdb::error(rc, "opening the buffer at " + opt.dir.string()));
   }
+  locateMap();
   MDB_stat st{};
   mdb_env_stat(env, &st);
   page_size = st.ms_psize;
   // Same formula as LMDB's me_nodemax: larger nodes go to overflow pages.
   node_max = (((page_size - 16) / 2) & ~std::size_t{1}) - 2;
-  MDB_envinfo info{};
-  mdb_env_info(env, &info);
-  map_size = info.me_mapsize;
   if (!opt.read_only) {
     int dead = 0;
     mdb_reader_check(env, &dead);
@@ -136,6 +138,31 @@ Status LmdbRing::Impl::openEnv() {
   rc = txn.commit();
   if (rc != 0) return tl::unexpected(lmdb::error(rc, "committing the open transaction"));
   return ok();
+}
+
+void LmdbRing::Impl::locateMap() const {
+  MDB_envinfo info{};
+  mdb_env_info(env, &info);
+  map_size = info.me_mapsize;
+  map_addr = nullptr;
+  std::error_code ec;
+  const std::string data_file = std::filesystem::weakly_canonical(opt.dir / "data.mdb", ec);
+  std::FILE* maps = std::fopen("/proc/self/maps", "re");
+  if (maps == nullptr) return;
+  char line[4096];
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long long begin = 0;
+    unsigned long long end = 0;
+    int path_at = 0;
+    if (std::sscanf(line, "%llx-%llx %*s %*s %*s %*s %n", &begin, &end, &path_at) < 2) continue;
+    std::string path(line + path_at);
+    while (!path.empty() && (path.back() == '\n' || path.back() == ' ')) path.pop_back();
+    if (path == data_file && end - begin == info.me_mapsize) {
+      map_addr = reinterpret_cast<const std::byte*>(static_cast<std::uintptr_t>(begin));
+      break;
+    }
+  }
+  std::fclose(maps);
 }
 
 Status LmdbRing::Impl::loadState() {
@@ -199,7 +226,10 @@ Status LmdbRing::Impl::loadState() {
 
 void LmdbRing::Impl::startWriter() {
   encoder = std::make_unique<FrameEncoder>(opt.codec, opt.zstd_level);
-  writer = std::thread([this] { writerLoop(); });
+  writer = std::thread([this] {
+    pthread_setname_np(pthread_self(), "cistern-writer");
+    writerLoop();
+  });
 }
 
 ConsumerLive& LmdbRing::Impl::live(std::size_t index) const {
@@ -244,7 +274,7 @@ Result<std::unique_ptr<LmdbRing>> LmdbRing::open(const RingOptions& options) {
     d.startWriter();
     d.log->info("buffer opened dir={} frames={} used={} max_size={} map_size={} sync={}",
                 options.dir.string(), d.meta.frames, formatSize(d.meta.used_bytes),
-                formatSize(options.max_size), formatSize(d.map_size),
+                formatSize(options.max_size), formatSize(d.map_size.load()),
                 options.sync == SyncMode::kBatch    ? "batch"
                 : options.sync == SyncMode::kAlways ? "always"
                                                     : "none");

@@ -100,6 +100,7 @@ struct TxnState {
   std::uint64_t new_bytes = 0;
   std::uint64_t evicted_frames = 0;
   bool blocked = false;  // block policy: the next frame did not fit
+  std::chrono::nanoseconds sync_duration{};
   IndexEntry oldest;
   IndexEntry newest;
   FrameId oldest_id = 0;
@@ -130,6 +131,7 @@ struct LmdbRing::Impl {
   void evictOldest(MDB_txn* txn, TxnState& st, const IndexEntry& entry, FrameId id,
                    lmdb::Cursor& index_cursor, Status& status);
   Status deleteFrame(MDB_txn* txn, TxnState& st, FrameId id, const IndexEntry& entry);
+  Status dropFrameValue(MDB_txn* txn, FrameId id, const char* what);
   Status deleteDoneByAll(MDB_txn* txn, TxnState& st);
   void publish(TxnState& st, std::vector<ConsumerOp*>& ops, std::chrono::nanoseconds took);
   [[nodiscard]] std::uint64_t accountedBytes(std::uint64_t stored) const;
@@ -141,7 +143,14 @@ struct LmdbRing::Impl {
                            const ReadLimits& limits, FrameId* next_pos);
   Result<ReadTxn> beginRead() const;
   void reportCorrupt(std::size_t consumer, FrameId id, const Error& why);
-  void releasePages(const MDB_val& v) const;
+  // Drops a range of the map from this process's resident set (see read.cpp). Ranges outside
+  // the map (a value dirty in the current write transaction lives on the heap) are ignored.
+  void releaseRange(const void* p, std::size_t n) const;
+  // Releases the whole map; the writer calls it after every commit.
+  void releaseMap() const;
+  // Reads the map's size and address after open or a resize. LMDB reports the address only
+  // for MDB_FIXEDMAP, so it is found in /proc/self/maps (releaseRange is a no-op without it).
+  void locateMap() const;
   Result<RingStats> readStats() const;  // read-only mode: from the file
 
   ConsumerLive& live(std::size_t index) const;
@@ -158,7 +167,10 @@ struct LmdbRing::Impl {
   MDB_dbi dbi_state = 0;
   std::size_t page_size = 4096;
   std::size_t node_max = 2038;
-  mutable std::uint64_t map_size = 0;
+  // Written under an exclusive txn_gate (or before the writer starts), read under a shared one
+  // or on the writer thread.
+  mutable std::atomic<std::uint64_t> map_size{0};
+  mutable std::atomic<const std::byte*> map_addr{nullptr};
   std::uint64_t map_size_limit = 0;
   mutable std::shared_mutex txn_gate;
 

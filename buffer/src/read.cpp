@@ -20,9 +20,7 @@ Result<ReadTxn> LmdbRing::Impl::beginRead() const {
     std::unique_lock gate(txn_gate);
     const int rc = mdb_env_set_mapsize(env, 0);
     if (rc != 0) return tl::unexpected(lmdb::error(rc, "adopting a resized map"));
-    MDB_envinfo info{};
-    mdb_env_info(env, &info);
-    map_size = info.me_mapsize;
+    locateMap();
   }
   return fail(ErrorCode::kIo, "beginning a read: the map keeps being resized", true);
 }
@@ -31,11 +29,24 @@ Result<ReadTxn> LmdbRing::Impl::beginRead() const {
 // map is a shared, read-only file mapping, so this discards nothing but page-table entries: a
 // later access faults the page back in from the page cache. Without it, RSS would grow with
 // every frame ever read, up to the size of the backlog.
-void LmdbRing::Impl::releasePages(const MDB_val& v) const {
-  if (v.mv_size < page_size) return;
-  const auto begin = reinterpret_cast<std::uintptr_t>(v.mv_data) & ~(page_size - 1);
-  const auto end = reinterpret_cast<std::uintptr_t>(v.mv_data) + v.mv_size;
+//
+// The kernel maps whole page-cache folios (up to hundreds of KiB on recent kernels) on a fault,
+// so even touching a frame's header pulls the frame into RSS: readers release what they copied
+// and the writer what it wrote, evicted or deleted.
+void LmdbRing::Impl::releaseRange(const void* p, std::size_t n) const {
+  if (n < page_size) return;
+  const auto map_begin = reinterpret_cast<std::uintptr_t>(map_addr.load());
+  const auto map_end = map_begin + map_size.load();
+  const auto begin = reinterpret_cast<std::uintptr_t>(p) & ~(page_size - 1);
+  const auto end = reinterpret_cast<std::uintptr_t>(p) + n;
+  // Never madvise outside the map: on heap memory MADV_DONTNEED would zero live data.
+  if (map_begin == 0 || begin < map_begin || end > map_end) return;
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+void LmdbRing::Impl::releaseMap() const {
+  const std::byte* base = map_addr.load();
+  if (base != nullptr) ::madvise(const_cast<std::byte*>(base), map_size.load(), MADV_DONTNEED);
 }
 
 void LmdbRing::Impl::reportCorrupt(std::size_t index, FrameId id, const Error& why) {
@@ -128,7 +139,7 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
         out.frames_.push_back(view);
         spans.emplace_back(at, header->raw_len);
       }
-      releasePages(v);
+      releaseRange(v.mv_data, v.mv_size);
     }
     if (!forward && pos == 0) break;
   }

@@ -196,7 +196,8 @@ void LmdbRing::Impl::commitOnce(std::vector<AckOp>& my_acks, std::vector<AckOp>&
       const std::uint64_t events = ++map_full_events;
       if (events <= 10 || events % 1000 == 0) {
         log->warn("buffer map full, recovering: {} (event {}, used={}, map_size={})",
-                  s.error().message, events, formatSize(meta.used_bytes), formatSize(map_size));
+                  s.error().message, events, formatSize(meta.used_bytes),
+                  formatSize(map_size.load()));
       }
       // Pages freed by a transaction are reusable only by later ones: evict in a transaction of
       // its own, then retry.
@@ -404,6 +405,7 @@ Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
         rc = mdb_cursor_put(fcur.get(), &k, &v, MDB_RESERVE | MDB_APPEND);
         if (rc != 0) return tl::unexpected(lmdb::error(rc, "storing a frame"));
         encoder->write(static_cast<std::byte*>(v.mv_data));
+        releaseRange(v.mv_data, v.mv_size);
         IndexEntry entry{pf.body.record_count, static_cast<std::uint32_t>(*size),
                          encoder->header().first_ts, encoder->header().last_ts};
         std::byte ib[IndexEntry::kSize];
@@ -459,7 +461,9 @@ Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
   if (auto s = writeBookkeeping(txn.get(), st); !s) return s;
   icur = lmdb::Cursor();
   fcur = lmdb::Cursor();
+  const auto sync_start = steady_clock::now();
   rc = txn.commit();
+  st.sync_duration = steady_clock::now() - sync_start;
   if (rc != 0) return tl::unexpected(lmdb::error(rc, "committing"));
   return ok();
 }
@@ -484,7 +488,7 @@ void LmdbRing::Impl::evictOldest(MDB_txn* txn, TxnState& st, const IndexEntry& e
     status = tl::unexpected(lmdb::error(rc, "evicting an index entry"));
     return;
   }
-  if (auto s = delOrFail(txn, dbi_frames, id, "evicting a frame"); !s) {
+  if (auto s = dropFrameValue(txn, id, "evicting a frame"); !s) {
     status = s;
     return;
   }
@@ -496,6 +500,27 @@ void LmdbRing::Impl::evictOldest(MDB_txn* txn, TxnState& st, const IndexEntry& e
   ++st.evicted_frames;
 }
 
+// Deletes a frame's value and releases its pages: LMDB reads the first page of an overflow
+// value to free it, which maps the surrounding folio into RSS.
+Status LmdbRing::Impl::dropFrameValue(MDB_txn* txn, FrameId id, const char* what) {
+  MDB_cursor* raw = nullptr;
+  int rc = mdb_cursor_open(txn, dbi_frames, &raw);
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, what));
+  lmdb::Cursor cur(raw);
+  lmdb::FrameKey key(id);
+  MDB_val k = key.val();
+  MDB_val v;
+  rc = mdb_cursor_get(raw, &k, &v, MDB_SET_KEY);
+  if (rc == MDB_NOTFOUND) return ok();
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, what));
+  const void* where = v.mv_data;
+  const std::size_t size = v.mv_size;
+  rc = mdb_cursor_del(raw, 0);
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, what));
+  releaseRange(where, size);
+  return ok();
+}
+
 Status LmdbRing::Impl::deleteFrame(MDB_txn* txn, TxnState& st, FrameId id,
                                    const IndexEntry& e) {
   for (auto& c : st.consumers) {
@@ -505,7 +530,7 @@ Status LmdbRing::Impl::deleteFrame(MDB_txn* txn, TxnState& st, FrameId id,
     c.dirty = true;
   }
   if (auto s = delOrFail(txn, dbi_index, id, "deleting an index entry"); !s) return s;
-  if (auto s = delOrFail(txn, dbi_frames, id, "deleting a frame"); !s) return s;
+  if (auto s = dropFrameValue(txn, id, "deleting a frame"); !s) return s;
   --st.meta.frames;
   st.meta.records -= e.record_count;
   st.meta.used_bytes -= std::min(st.meta.used_bytes, accountedBytes(e.stored_bytes));
@@ -584,7 +609,8 @@ bool LmdbRing::Impl::evictTxn(std::uint64_t bytes) {
 }
 
 bool LmdbRing::Impl::growMap() {
-  const std::uint64_t next = map_size + std::max<std::uint64_t>(map_size / 4, 1ULL << 20U);
+  const std::uint64_t current = map_size.load();
+  const std::uint64_t next = current + std::max<std::uint64_t>(current / 4, 1ULL << 20U);
   if (next > map_size_limit) return false;
   std::unique_lock gate(txn_gate);
   const int rc = mdb_env_set_mapsize(env, next);
@@ -592,15 +618,18 @@ bool LmdbRing::Impl::growMap() {
     log->error("buffer could not grow the map to {}: {}", formatSize(next), mdb_strerror(rc));
     return false;
   }
-  log->warn("buffer map grown from {} to {} after MDB_MAP_FULL", formatSize(map_size),
+  log->warn("buffer map grown from {} to {} after MDB_MAP_FULL", formatSize(map_size.load()),
             formatSize(next));
-  map_size = next;
+  locateMap();
   return true;
 }
 
 void LmdbRing::Impl::publish(TxnState& st, std::vector<ConsumerOp*>& my_ops,
                              std::chrono::nanoseconds took) {
   meta = st.meta;
+  // Whatever the commit read through the map (tree and free-list pages, the folios around
+  // them) leaves the resident set; readers fault back in what they still use.
+  releaseMap();
   {
     std::lock_guard lk(consumers_mu);
     for (std::size_t i = 0; i < st.consumers.size(); ++i) {
@@ -657,6 +686,7 @@ void LmdbRing::Impl::publish(TxnState& st, std::vector<ConsumerOp*>& my_ops,
   info.bytes = st.new_bytes;
   info.evicted_frames = st.evicted_frames;
   info.duration = took;
+  info.sync_duration = st.sync_duration;
   std::function<void(const CommitInfo&)> notify;
   Ticket done = 0;
   {

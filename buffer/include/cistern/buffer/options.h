@@ -44,7 +44,7 @@ struct RingOptions {
   Codec codec = Codec::kNone;
   int zstd_level = 1;
   // Bytes of encoded records that may wait for the writer before append() refuses or blocks.
-  std::uint64_t ingest_max_bytes = 64ULL << 20U;
+  std::uint64_t ingest_max_bytes = 16ULL << 20U;
   // Open without a writer: for inspect, verify and export while an agent may be running.
   bool read_only = false;
 };

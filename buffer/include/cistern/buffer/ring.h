@@ -58,6 +58,7 @@ struct CommitInfo {
   Ticket ticket = 0;                    // every append with a ticket <= this one is committed
   std::uint64_t evicted_frames = 0;     // evicted to make room in this commit
   std::chrono::nanoseconds duration{};  // from transaction begin to commit returning (fsync incl.)
+  std::chrono::nanoseconds sync_duration{};  // inside mdb_txn_commit: flushing pages and fsync
 };
 
 // One frame as returned by a read: its records, decoded, in the ReadBatch's storage.
@@ -96,7 +97,7 @@ class ReadBatch {
 
 struct ReadLimits {
   std::size_t max_frames = 64;
-  std::size_t max_bytes = 16U << 20U;  // decoded body bytes; at least one frame is returned
+  std::size_t max_bytes = 4U << 20U;  // decoded body bytes; at least one frame is returned
 };
 
 enum class Direction { kForward, kBackward };
