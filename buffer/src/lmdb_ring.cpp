@@ -675,7 +675,7 @@ Result<RingStats> LmdbRing::Impl::readStats() const {
   s.evicted_frames = m.evicted_frames;
   s.evicted_records = m.evicted_records;
   s.commits = m.commits;
-  s.max_size = opt.max_size;
+  s.max_size = opt.read_only ? m.max_size : opt.max_size;
   s.map_size = map_size;
   MDB_cursor* raw = nullptr;
   rc = mdb_cursor_open(txn->get(), dbi_index, &raw);

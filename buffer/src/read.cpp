@@ -1,6 +1,7 @@
 // Reading frames for a consumer: short read transactions, checksum checks, corrupt-frame skips.
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "lmdb_ring_impl.h"
@@ -34,13 +35,17 @@ Result<ReadTxn> LmdbRing::Impl::beginRead() const {
 // so even touching a frame's header pulls the frame into RSS: readers release what they copied
 // and the writer what it wrote, evicted or deleted.
 void LmdbRing::Impl::releaseRange(const void* p, std::size_t n) const {
-  if (n < page_size) return;
+  // Widened to the largest folio the kernel maps at once (a PMD, 2 MiB): a fault on a value's
+  // first page also maps the folio's pages before it, which belong to a neighbour.
+  constexpr std::uintptr_t kFolio = 2U << 20U;
   const auto map_begin = reinterpret_cast<std::uintptr_t>(map_addr.load());
   const auto map_end = map_begin + map_size.load();
-  const auto begin = reinterpret_cast<std::uintptr_t>(p) & ~(page_size - 1);
-  const auto end = reinterpret_cast<std::uintptr_t>(p) + n;
+  if (map_begin == 0 || n == 0) return;
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
   // Never madvise outside the map: on heap memory MADV_DONTNEED would zero live data.
-  if (map_begin == 0 || begin < map_begin || end > map_end) return;
+  if (at < map_begin || at + n > map_end) return;
+  const std::uintptr_t begin = std::max(map_begin, at & ~(kFolio - 1));
+  const std::uintptr_t end = std::min(map_end, (at + n + kFolio - 1) & ~(kFolio - 1));
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 

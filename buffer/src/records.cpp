@@ -63,7 +63,7 @@ std::vector<std::byte> RingMeta::serialize() const {
   Writer w(kMetaVersion);
   for (std::uint64_t v : {next_frame, frames, records, used_bytes, appended_frames,
                           appended_records, deleted_frames, evicted_frames, evicted_records,
-                          commits, created_ns}) {
+                          commits, created_ns, max_size}) {
     w.u64(v);
   }
   return std::move(w.bytes());
@@ -75,7 +75,8 @@ Result<RingMeta> RingMeta::deserialize(std::span<const std::byte> in) {
   RingMeta m;
   for (std::uint64_t* f : {&m.next_frame, &m.frames, &m.records, &m.used_bytes,
                            &m.appended_frames, &m.appended_records, &m.deleted_frames,
-                           &m.evicted_frames, &m.evicted_records, &m.commits, &m.created_ns}) {
+                           &m.evicted_frames, &m.evicted_records, &m.commits, &m.created_ns,
+                           &m.max_size}) {
     if (!r.u64(*f)) return fail(ErrorCode::kCorrupt, "ring meta record: truncated");
   }
   return m;

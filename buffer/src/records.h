@@ -26,6 +26,7 @@ struct RingMeta {
   std::uint64_t evicted_records = 0;
   std::uint64_t commits = 0;
   std::uint64_t created_ns = 0;
+  std::uint64_t max_size = 0;  // as configured by the last writer (for read-only tools)
 
   [[nodiscard]] std::vector<std::byte> serialize() const;
   static Result<RingMeta> deserialize(std::span<const std::byte> in);

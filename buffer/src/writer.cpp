@@ -64,6 +64,7 @@ void LmdbRing::Impl::beginTxnState(TxnState& st) {
 Status LmdbRing::Impl::writeBookkeeping(MDB_txn* txn, TxnState& st) {
   static constexpr std::string_view kMetaKey = "ring";
   ++st.meta.commits;
+  st.meta.max_size = opt.max_size;
   const auto bytes = st.meta.serialize();
   MDB_val k = lmdb::val(kMetaKey.data(), kMetaKey.size());
   MDB_val v = lmdb::val(bytes.data(), bytes.size());

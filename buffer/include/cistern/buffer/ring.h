@@ -26,6 +26,7 @@
 
 #include "cistern/buffer/options.h"
 #include "cistern/buffer/types.h"
+#include "cistern/buffer/verify.h"
 #include "cistern/core/record.h"
 #include "cistern/core/result.h"
 
@@ -244,6 +245,12 @@ class LmdbRing {
   // --- observation ---
 
   [[nodiscard]] RingStats stats() const;
+
+  // Checks every frame (header, checksum, records, index entry) and the ring's invariants (ids
+  // strictly increasing and below the next id, totals in the meta record, every consumer's
+  // accounting). Frames are read in short transactions, so it may run beside a writer; the
+  // invariants are checked on one consistent snapshot of the index. Errors: kIo from LMDB.
+  [[nodiscard]] Result<VerifyReport> verify() const;
   [[nodiscard]] const RingOptions& options() const;
   [[nodiscard]] FrameId newestFrame() const;
 
