@@ -29,6 +29,7 @@
 #include "cistern/buffer/ring.h"
 #include "cistern/core/bytes.h"
 #include "cistern/core/units.h"
+#include "cistern/platform/clock.h"
 #include "cistern/platform/process.h"
 
 namespace cistern::bench {
@@ -146,6 +147,7 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
   std::vector<std::vector<std::byte>> scratch(kBatch, std::vector<std::byte>(o.record_size));
   std::vector<RecordInput> batch(kBatch);
 
+  const std::uint64_t wall0 = platform::SystemClock::instance().wallNanos();
   const auto w0 = Clock::now();
   for (std::uint64_t seq = 0; seq < o.records;) {
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, o.records - seq));
@@ -154,7 +156,7 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
       auto& p = scratch[i];
       std::memcpy(p.data(), pool.data() + (s * 4099U) % (pool.size() - o.record_size), p.size());
       if (p.size() >= 8) bytes::storeLe<std::uint64_t>(p.data(), s);
-      batch[i] = RecordInput{RecordKind::kTest, 1'700'000'000'000'000'000ULL + s, "bench", {}, p};
+      batch[i] = RecordInput{RecordKind::kTest, wall0 + s * 1000U, "bench", {}, p};
     }
     auto t = ring->append(std::span(batch.data(), n), {}, buffer::Wait::kYes);
     if (!t) return tl::unexpected(t.error());
@@ -200,7 +202,8 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
 
   // Consumer 0 on this thread (timed); the others on their own threads at the same time.
   std::atomic<bool> failed{false};
-  auto consume = [&](buffer::Consumer* c, std::uint64_t* count) {
+  const auto acking = static_cast<std::size_t>(o.ack_consumers < 0 ? o.consumers : o.ack_consumers);
+  auto consume = [&](buffer::Consumer* c, std::uint64_t* count, bool ack) {
     buffer::ReadBatch rb;
     for (;;) {
       auto n = c->readNext(rb);
@@ -210,6 +213,7 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
       }
       if (*n == 0) return;
       *count += rb.records();
+      if (!ack) continue;
       for (const auto& f : rb.frames()) c->ack(f.id);
     }
   };
@@ -217,9 +221,9 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
   std::vector<std::thread> others;
   const auto r0 = Clock::now();
   for (std::size_t i = 1; i < consumers.size(); ++i) {
-    others.emplace_back(consume, consumers[i], &counts[i]);
+    others.emplace_back(consume, consumers[i], &counts[i], i < acking);
   }
-  consume(consumers[0], &counts[0]);
+  consume(consumers[0], &counts[0], acking > 0);
   const double read_s = secondsSince(r0);
   for (auto& t : others) t.join();
   if (failed) return fail(ErrorCode::kIo, "a consumer failed to read");

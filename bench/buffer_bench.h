@@ -13,6 +13,7 @@ struct BufferBenchOptions {
   buffer::SyncMode sync = buffer::SyncMode::kBatch;
   buffer::Codec codec = buffer::Codec::kNone;
   int consumers = 1;
+  int ack_consumers = -1;  // how many consumers acknowledge what they read; -1: all
   int repeat = 3;
   std::uint64_t max_size = 0;  // 0: large enough for the whole run
   std::filesystem::path dir;

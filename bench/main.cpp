@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
   buf->add_option("--consumers", b.consumers, "Consumers reading concurrently")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  buf->add_option("--ack-consumers", b.ack_consumers,
+                  "How many consumers acknowledge what they read (default: all)");
   buf->add_option("--repeat", b.repeat, "Runs; figures are medians")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();

@@ -1,11 +1,85 @@
+// The cistern executable: CLI11 wiring over the commands in cistern_agent.
+#include <cstdio>
+#include <string>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "cistern/agent/commands.h"
+#include "cistern/agent/config.h"
+
+namespace {
+
+// A data directory from --data-dir, or from the config given with -c.
+int withDataDir(const std::string& data_dir, const std::string& config_file,
+                cistern::agent::BufferToolOptions& options) {
+  if (!data_dir.empty()) {
+    options.data_dir = data_dir;
+    return cistern::agent::kExitOk;
+  }
+  auto config = cistern::agent::loadConfigFile(config_file);
+  if (!config) {
+    fmt::print(stderr, "{}\n", config.error().message);
+    return cistern::agent::kExitCannotRun;
+  }
+  options.data_dir = config->agent.data_dir;
+  return cistern::agent::kExitOk;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Cistern edge sensor agent"};
+  CLI::App app{"Cistern: edge sensor agent with a durable LMDB ring buffer"};
   app.require_subcommand(1);
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Log what the buffer does (to stderr)");
+  int status = cistern::agent::kExitOk;
+
   auto* version = app.add_subcommand("version", "Print the version");
   version->callback([] { fmt::print("cistern {}\n", CISTERN_VERSION); });
-  CLI11_PARSE(app, argc, argv);
-  return 0;
+
+  std::string config_file;
+  auto* check = app.add_subcommand("check-config", "Check a config file; report every problem");
+  check->add_option("-c,--config", config_file, "Config file (YAML)")->required();
+  check->callback(
+      [&] { status = cistern::agent::checkConfigCommand(config_file, stdout, stderr); });
+
+  auto* buffer = app.add_subcommand("buffer", "Read-only tools for a ring buffer on disk");
+  buffer->require_subcommand(1);
+  std::string data_dir;
+  std::string buffer_config;
+  cistern::agent::BufferToolOptions tool;
+  auto addTarget = [&](CLI::App* cmd) {
+    auto* dir = cmd->add_option("--data-dir", data_dir,
+                                "The agent's data directory, or the ring directory itself");
+    auto* cfg = cmd->add_option("-c,--config", buffer_config, "Take agent.data_dir from here");
+    dir->excludes(cfg);
+    cmd->add_flag("--json", tool.json, "Print JSON");
+    cmd->callback([&, dir, cfg] {
+      if (dir->count() == 0 && cfg->count() == 0) {
+        throw CLI::RequiredError("--data-dir or --config");
+      }
+    });
+  };
+  auto* inspect = buffer->add_subcommand("inspect", "Frames, records, bytes, times, consumers");
+  addTarget(inspect);
+  auto* verify = buffer->add_subcommand("verify", "Check every frame's checksum and invariants");
+  addTarget(verify);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version are successes; every usage error is "could not run".
+    return app.exit(e) == 0 ? cistern::agent::kExitOk : cistern::agent::kExitCannotRun;
+  }
+  spdlog::set_level(verbose ? spdlog::level::info : spdlog::level::warn);
+  for (auto* cmd : {inspect, verify}) {
+    if (!*cmd) continue;
+    status = withDataDir(data_dir, buffer_config, tool);
+    if (status != cistern::agent::kExitOk) return status;
+    status = cmd == inspect ? cistern::agent::bufferInspectCommand(tool, stdout, stderr)
+                            : cistern::agent::bufferVerifyCommand(tool, stdout, stderr);
+  }
+  return status;
 }
