@@ -78,7 +78,8 @@ Result<double> rawDiskMbPerS(const fs::path& dir, std::uint64_t bytes) {
   if (fd < 0) return fail(ErrorCode::kIo, "open " + file.string() + ": " + std::strerror(errno));
   std::vector<std::byte> chunk(1U << 20U);
   std::mt19937_64 rng(7);
-  for (std::size_t i = 0; i + 8 <= chunk.size(); i += 8) bytes::storeLe<std::uint64_t>(&chunk[i], rng());
+  for (std::size_t i = 0; i + 8 <= chunk.size(); i += 8)
+    bytes::storeLe<std::uint64_t>(&chunk[i], rng());
   const auto t0 = Clock::now();
   std::uint64_t left = bytes;
   while (left > 0) {
@@ -115,10 +116,10 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
   ro.dir = dir / "ring";
   ro.sync = o.sync;
   ro.codec = o.codec;
-  ro.max_size = o.max_size != 0 ? o.max_size
-                                : std::max<std::uint64_t>(
-                                      payload_bytes + payload_bytes / 4 + (256ULL << 20U),
-                                      64ULL << 20U);
+  ro.max_size = o.max_size != 0
+                    ? o.max_size
+                    : std::max<std::uint64_t>(payload_bytes + payload_bytes / 4 + (256ULL << 20U),
+                                              64ULL << 20U);
   auto opened = buffer::LmdbRing::open(ro);
   if (!opened) return tl::unexpected(opened.error());
   auto ring = std::move(*opened);
@@ -142,7 +143,8 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
   // Incompressible payloads: slices of a random pool, each stamped with its sequence number.
   std::vector<std::byte> pool((4U << 20U) + o.record_size);
   std::mt19937_64 rng(42);
-  for (std::size_t i = 0; i + 8 <= pool.size(); i += 8) bytes::storeLe<std::uint64_t>(&pool[i], rng());
+  for (std::size_t i = 0; i + 8 <= pool.size(); i += 8)
+    bytes::storeLe<std::uint64_t>(&pool[i], rng());
   constexpr std::size_t kBatch = 64;
   std::vector<std::vector<std::byte>> scratch(kBatch, std::vector<std::byte>(o.record_size));
   std::vector<RecordInput> batch(kBatch);
@@ -150,7 +152,8 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
   const std::uint64_t wall0 = platform::SystemClock::instance().wallNanos();
   const auto w0 = Clock::now();
   for (std::uint64_t seq = 0; seq < o.records;) {
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, o.records - seq));
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, o.records - seq));
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint64_t s = seq + i;
       auto& p = scratch[i];
@@ -177,27 +180,27 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
 
   // Startup with the whole backlog present: close, reopen, read the first frame.
   {
-  if (auto st = ring->close(); !st) return tl::unexpected(st.error());
-  ring.reset();
-  const auto o0 = Clock::now();
-  opened = buffer::LmdbRing::open(ro);
-  if (!opened) return tl::unexpected(opened.error());
-  ring = std::move(*opened);
-  {
-    auto probe = ring->consumer("bench-0");
-    if (!probe) return tl::unexpected(probe.error());
-    buffer::ReadBatch first;
-    auto got = (*probe)->readAt(1, buffer::Direction::kForward, first, {1, 1});
-    if (!got || *got != 1) return fail(ErrorCode::kIo, "reopened ring has no first frame");
-  }
-  r.reopen_first_read_ms = secondsSince(o0) * 1000.0;
-  reportMemory("after reopen");
-  consumers.clear();
-  for (int i = 0; i < o.consumers; ++i) {
-    auto c = ring->consumer(fmt::format("bench-{}", i));
-    if (!c) return tl::unexpected(c.error());
-    consumers.push_back(*c);
-  }
+    if (auto st = ring->close(); !st) return tl::unexpected(st.error());
+    ring.reset();
+    const auto o0 = Clock::now();
+    opened = buffer::LmdbRing::open(ro);
+    if (!opened) return tl::unexpected(opened.error());
+    ring = std::move(*opened);
+    {
+      auto probe = ring->consumer("bench-0");
+      if (!probe) return tl::unexpected(probe.error());
+      buffer::ReadBatch first;
+      auto got = (*probe)->readAt(1, buffer::Direction::kForward, first, {1, 1});
+      if (!got || *got != 1) return fail(ErrorCode::kIo, "reopened ring has no first frame");
+    }
+    r.reopen_first_read_ms = secondsSince(o0) * 1000.0;
+    reportMemory("after reopen");
+    consumers.clear();
+    for (int i = 0; i < o.consumers; ++i) {
+      auto c = ring->consumer(fmt::format("bench-{}", i));
+      if (!c) return tl::unexpected(c.error());
+      consumers.push_back(*c);
+    }
   }
 
   // Consumer 0 on this thread (timed); the others on their own threads at the same time.
@@ -233,8 +236,8 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
   r.read_mb_per_s = mbPerS(counts[0] * o.record_size, read_s);
   for (std::size_t i = 0; i < counts.size(); ++i) {
     if (counts[i] != o.records) {
-      return fail(ErrorCode::kCorrupt, fmt::format("consumer {} read {} of {} records", i,
-                                                   counts[i], o.records));
+      return fail(ErrorCode::kCorrupt,
+                  fmt::format("consumer {} read {} of {} records", i, counts[i], o.records));
     }
   }
   r.file_bytes = ring->stats().file_bytes;
@@ -277,10 +280,11 @@ class MemorySampler {
 int runBufferBench(const BufferBenchOptions& o) {
   g_phases = o.phases;
   MemorySampler sampler;
-  fmt::print("buffer bench: records={} record_size={} sync={} consumers={} codec={} runs={} "
-             "dir={}\n",
-             o.records, o.record_size, syncName(o.sync), o.consumers,
-             o.codec == buffer::Codec::kZstd ? "zstd" : "none", o.repeat, o.dir.string());
+  fmt::print(
+      "buffer bench: records={} record_size={} sync={} consumers={} codec={} runs={} "
+      "dir={}\n",
+      o.records, o.record_size, syncName(o.sync), o.consumers,
+      o.codec == buffer::Codec::kZstd ? "zstd" : "none", o.repeat, o.dir.string());
   std::vector<RunResult> runs;
   for (int i = 0; i < o.repeat; ++i) {
     auto r = runOnce(o, i);
@@ -288,17 +292,19 @@ int runBufferBench(const BufferBenchOptions& o) {
       fmt::print(stderr, "buffer bench failed: {}\n", r.error().describe());
       return 1;
     }
-    fmt::print("run {}: write {:.0f} rec/s {:.1f} MB/s | raw disk {:.1f} MB/s (ratio {:.2f}) | "
-               "read {:.0f} rec/s | commits {} p50 {:.2f} ms (sync {:.2f} ms) p99 {:.2f} ms | "
-               "reopen+first read {:.2f} ms | file {}\n",
-               i, r->write_records_per_s, r->write_mb_per_s, r->raw_disk_mb_per_s,
-               r->write_mb_per_s / r->raw_disk_mb_per_s, r->read_records_per_s, r->commits,
-               r->commit_p50_ms, r->sync_p50_ms, r->commit_p99_ms, r->reopen_first_read_ms,
-               formatSize(r->file_bytes));
+    fmt::print(
+        "run {}: write {:.0f} rec/s {:.1f} MB/s | raw disk {:.1f} MB/s (ratio {:.2f}) | "
+        "read {:.0f} rec/s | commits {} p50 {:.2f} ms (sync {:.2f} ms) p99 {:.2f} ms | "
+        "reopen+first read {:.2f} ms | file {}\n",
+        i, r->write_records_per_s, r->write_mb_per_s, r->raw_disk_mb_per_s,
+        r->write_mb_per_s / r->raw_disk_mb_per_s, r->read_records_per_s, r->commits,
+        r->commit_p50_ms, r->sync_p50_ms, r->commit_p99_ms, r->reopen_first_read_ms,
+        formatSize(r->file_bytes));
     runs.push_back(*r);
   }
   auto med = [&](auto field) {
     std::vector<double> v;
+    v.reserve(runs.size());
     for (const auto& r : runs) v.push_back(field(r));
     return percentile(v, 50);
   };
@@ -317,8 +323,7 @@ int runBufferBench(const BufferBenchOptions& o) {
   j["commit_p50_ms"] = med([](const RunResult& r) { return r.commit_p50_ms; });
   j["commit_p99_ms"] = med([](const RunResult& r) { return r.commit_p99_ms; });
   j["raw_disk_mb_per_s"] = med([](const RunResult& r) { return r.raw_disk_mb_per_s; });
-  j["disk_ratio"] =
-      med([](const RunResult& r) { return r.write_mb_per_s / r.raw_disk_mb_per_s; });
+  j["disk_ratio"] = med([](const RunResult& r) { return r.write_mb_per_s / r.raw_disk_mb_per_s; });
   j["reopen_first_read_ms"] = med([](const RunResult& r) { return r.reopen_first_read_ms; });
   j["file_mb"] = med([](const RunResult& r) { return static_cast<double>(r.file_bytes) / 1e6; });
   j["peak_rss_mb"] = static_cast<double>(mem.peak_rss_bytes) / 1e6;

@@ -3,8 +3,8 @@
 #include <map>
 #include <string>
 
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "buffer_bench.h"
 #include "cistern/core/units.h"
@@ -17,8 +17,8 @@ int main(int argc, char** argv) {
 
   cistern::bench::BufferBenchOptions b;
   const char* tmp = std::getenv("TMPDIR");
-  b.dir = std::filesystem::path(tmp != nullptr && *tmp != '\0' ? tmp : "/var/tmp") /
-          "cistern-bench";
+  b.dir =
+      std::filesystem::path(tmp != nullptr && *tmp != '\0' ? tmp : "/var/tmp") / "cistern-bench";
   std::string max_size;
   bool json_only = false;
   auto* buf = app.add_subcommand("buffer", "Write N records through the ring and read them back");

@@ -92,15 +92,15 @@ void AckSet::serialize(std::vector<std::byte>& out) const {
 
 Result<AckSet> AckSet::deserialize(std::span<const std::byte>& in) {
   if (in.size() < 16) return fail(ErrorCode::kCorrupt, "ack set: truncated header");
-  const std::uint64_t count = bytes::loadLe<std::uint64_t>(in.data());
+  const auto count = bytes::loadLe<std::uint64_t>(in.data());
   AckSet set(bytes::loadLe<std::uint64_t>(in.data() + 8));
   in = in.subspan(16);
   if (count > in.size() / 16) return fail(ErrorCode::kCorrupt, "ack set: range count too large");
   set.ranges_.reserve(count);
   FrameId prev_end = set.floor_;
   for (std::uint64_t i = 0; i < count; ++i) {
-    const FrameId first = bytes::loadLe<std::uint64_t>(in.data());
-    const FrameId last = bytes::loadLe<std::uint64_t>(in.data() + 8);
+    const auto first = bytes::loadLe<FrameId>(in.data());
+    const auto last = bytes::loadLe<FrameId>(in.data() + 8);
     in = in.subspan(16);
     // Ranges must be non-empty, sorted, disjoint and separated by a gap (else they would merge).
     if (first >= last || first <= prev_end) {

@@ -85,9 +85,8 @@ void FrameEncoder::write(std::byte* out) const {
 
 Result<FrameHeader> checkFrame(std::span<const std::byte> stored, FrameId expected_id) {
   if (stored.size() < kFrameHeaderBytes) {
-    return fail(ErrorCode::kCorrupt,
-                fmt::format("frame {}: {} bytes is shorter than the header", expected_id,
-                            stored.size()));
+    return fail(ErrorCode::kCorrupt, fmt::format("frame {}: {} bytes is shorter than the header",
+                                                 expected_id, stored.size()));
   }
   const std::byte* p = stored.data();
   if (bytes::loadLe<std::uint32_t>(p) != kFrameMagic) {

@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <cassert>
-#include <cstdio>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
@@ -19,7 +19,6 @@
 namespace cistern::buffer {
 namespace {
 
-constexpr std::string_view kMetaKey = "ring";
 constexpr std::size_t kMaxStateKeyBytes = 511;  // LMDB's default maximum key size
 
 std::shared_ptr<spdlog::logger> bufferLogger() {
@@ -49,8 +48,7 @@ Status validateOptions(const RingOptions& o) {
                 "buffer frame_max_bytes must be >= 1KiB and <= commit_max_bytes");
   }
   if (o.ingest_max_bytes < o.frame_max_bytes) {
-    return fail(ErrorCode::kInvalidArgument,
-                "buffer ingest_max_bytes must be >= frame_max_bytes");
+    return fail(ErrorCode::kInvalidArgument, "buffer ingest_max_bytes must be >= frame_max_bytes");
   }
   if (o.codec == Codec::kZstd && (o.zstd_level < 1 || o.zstd_level > 19)) {
     return fail(ErrorCode::kInvalidArgument, "buffer compression level must be 1..19");
@@ -63,7 +61,7 @@ Status validateOptions(const RingOptions& o) {
 // ---------------------------------------------------------------------------------------------
 // Impl setup
 
-LmdbRing::Impl::Impl(const RingOptions& o) : opt(o), log(bufferLogger()) {}
+LmdbRing::Impl::Impl(RingOptions o) : opt(std::move(o)), log(bufferLogger()) {}
 
 LmdbRing::Impl::~Impl() {
   if (env != nullptr) mdb_env_close(env);
@@ -124,13 +122,13 @@ Status LmdbRing::Impl::openEnv() {
     const char* name;
     MDB_dbi* dbi;
   };
-  for (const Named n : {Named{"frames", &dbi_frames}, Named{"index", &dbi_index},
-                        Named{"consumers", &dbi_consumers}, Named{"meta", &dbi_meta},
-                        Named{"state", &dbi_state}}) {
+  for (const Named n :
+       {Named{"frames", &dbi_frames}, Named{"index", &dbi_index},
+        Named{"consumers", &dbi_consumers}, Named{"meta", &dbi_meta}, Named{"state", &dbi_state}}) {
     rc = mdb_dbi_open(txn.get(), n.name, create, n.dbi);
     if (rc == MDB_NOTFOUND) {
-      return fail(ErrorCode::kCorrupt, std::string("buffer at ") + opt.dir.string() +
-                                           " has no '" + n.name + "' database");
+      return fail(ErrorCode::kCorrupt, std::string("buffer at ") + opt.dir.string() + " has no '" +
+                                           n.name + "' database");
     }
     if (rc != 0) return tl::unexpected(lmdb::error(rc, std::string("opening database ") + n.name));
   }
@@ -170,21 +168,16 @@ Status LmdbRing::Impl::loadState() {
   int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &raw);
   if (rc != 0) return tl::unexpected(lmdb::error(rc, "beginning the load transaction"));
   lmdb::Txn txn(raw);
-  MDB_val k = lmdb::val(kMetaKey.data(), kMetaKey.size());
-  MDB_val v;
-  rc = mdb_get(txn.get(), dbi_meta, &k, &v);
-  if (rc == MDB_NOTFOUND) {
-    meta = RingMeta{};
-    meta.created_ns = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(
-            std::chrono::system_clock::now().time_since_epoch())
-            .count());
-  } else if (rc != 0) {
-    return tl::unexpected(lmdb::error(rc, "reading the meta record"));
+  auto stored = readMeta(txn.get());
+  if (!stored) return tl::unexpected(stored.error());
+  if (*stored) {
+    meta = **stored;
   } else {
-    auto m = RingMeta::deserialize(lmdb::span(v));
-    if (!m) return tl::unexpected(m.error());
-    meta = *m;
+    meta = RingMeta{};
+    meta.created_ns =
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count());
   }
   // Ids stay strictly increasing even if the meta record lags the frames (it never should).
   lmdb::Cursor cur;
@@ -211,8 +204,7 @@ Status LmdbRing::Impl::loadState() {
     const std::string name(static_cast<const char*>(ck.mv_data), ck.mv_size);
     auto rec = ConsumerRecord::deserialize(lmdb::span(cv));
     if (!rec) {
-      return fail(ErrorCode::kCorrupt,
-                  "consumer '" + name + "': " + rec.error().message);
+      return fail(ErrorCode::kCorrupt, "consumer '" + name + "': " + rec.error().message);
     }
     auto c = std::make_unique<ConsumerLive>();
     c->name = name;
@@ -614,8 +606,8 @@ Result<std::vector<StateWrite>> LmdbRing::readStatePrefix(std::string_view prefi
        rc = mdb_cursor_get(raw, &k, &v, MDB_NEXT)) {
     std::string key(static_cast<const char*>(k.mv_data), k.mv_size);
     if (key.compare(0, prefix.size(), prefix) != 0) break;
-    out.push_back(StateWrite{std::move(key),
-                             std::string(static_cast<const char*>(v.mv_data), v.mv_size)});
+    out.push_back(
+        StateWrite{std::move(key), std::string(static_cast<const char*>(v.mv_data), v.mv_size)});
   }
   if (rc != 0 && rc != MDB_NOTFOUND) return tl::unexpected(lmdb::error(rc, "reading state"));
   return out;
@@ -653,32 +645,14 @@ RingStats LmdbRing::stats() const {
 Result<RingStats> LmdbRing::Impl::readStats() const {
   auto txn = beginRead();
   if (!txn) return tl::unexpected(txn.error());
-  RingMeta m;
-  MDB_val k = lmdb::val(kMetaKey.data(), kMetaKey.size());
-  MDB_val v;
-  int rc = mdb_get(txn->get(), dbi_meta, &k, &v);
-  if (rc == 0) {
-    auto parsed = RingMeta::deserialize(lmdb::span(v));
-    if (!parsed) return tl::unexpected(parsed.error());
-    m = *parsed;
-  } else if (rc != MDB_NOTFOUND) {
-    return tl::unexpected(lmdb::error(rc, "reading the meta record"));
-  }
+  auto stored = readMeta(txn->get());
+  if (!stored) return tl::unexpected(stored.error());
+  const RingMeta m = stored->value_or(RingMeta{});
   RingStats s;
-  s.frames = m.frames;
-  s.records = m.records;
-  s.used_bytes = m.used_bytes;
-  s.next_frame = m.next_frame;
-  s.appended_frames = m.appended_frames;
-  s.appended_records = m.appended_records;
-  s.deleted_frames = m.deleted_frames;
-  s.evicted_frames = m.evicted_frames;
-  s.evicted_records = m.evicted_records;
-  s.commits = m.commits;
+  copyTotals(m, s);
   s.max_size = opt.read_only ? m.max_size : opt.max_size;
-  s.map_size = map_size;
   MDB_cursor* raw = nullptr;
-  rc = mdb_cursor_open(txn->get(), dbi_index, &raw);
+  const int rc = mdb_cursor_open(txn->get(), dbi_index, &raw);
   if (rc != 0) return tl::unexpected(lmdb::error(rc, "opening an index cursor"));
   lmdb::Cursor cur(raw);
   MDB_val ik;
@@ -691,6 +665,31 @@ Result<RingStats> LmdbRing::Impl::readStats() const {
     if (auto e = IndexEntry::deserialize(lmdb::span(iv))) s.newest_ts = e->last_ts;
   }
   return s;
+}
+
+Result<std::optional<RingMeta>> LmdbRing::Impl::readMeta(MDB_txn* txn) const {
+  MDB_val k = lmdb::val(kMetaKey.data(), kMetaKey.size());
+  MDB_val v;
+  const int rc = mdb_get(txn, dbi_meta, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<RingMeta>{};
+  if (rc != 0) return tl::unexpected(lmdb::error(rc, "reading the meta record"));
+  auto m = RingMeta::deserialize(lmdb::span(v));
+  if (!m) return tl::unexpected(m.error());
+  return std::optional<RingMeta>(*m);
+}
+
+void LmdbRing::Impl::copyTotals(const RingMeta& m, RingStats& s) const {
+  s.frames = m.frames;
+  s.records = m.records;
+  s.used_bytes = m.used_bytes;
+  s.next_frame = m.next_frame;
+  s.appended_frames = m.appended_frames;
+  s.appended_records = m.appended_records;
+  s.deleted_frames = m.deleted_frames;
+  s.evicted_frames = m.evicted_frames;
+  s.evicted_records = m.evicted_records;
+  s.commits = m.commits;
+  s.map_size = map_size;
 }
 
 const RingOptions& LmdbRing::options() const { return impl_->opt; }

@@ -108,7 +108,7 @@ struct TxnState {
 };
 
 struct LmdbRing::Impl {
-  explicit Impl(const RingOptions& o);
+  explicit Impl(RingOptions o);
   ~Impl();
 
   // --- setup (open.cpp) ---
@@ -122,8 +122,7 @@ struct LmdbRing::Impl {
   void commitOnce(std::vector<AckOp>& acks, std::vector<AckOp>& corrupt,
                   std::vector<ConsumerOp*>& ops);
   Status attemptCommit(const std::vector<AckOp>& acks, const std::vector<AckOp>& corrupt,
-                       const std::vector<ConsumerOp*>& ops, std::size_t frame_limit,
-                       TxnState& st);
+                       const std::vector<ConsumerOp*>& ops, std::size_t frame_limit, TxnState& st);
   bool evictTxn(std::uint64_t bytes);
   Status writeBookkeeping(MDB_txn* txn, TxnState& st);
   void beginTxnState(TxnState& st);
@@ -152,6 +151,10 @@ struct LmdbRing::Impl {
   // for MDB_FIXEDMAP, so it is found in /proc/self/maps (releaseRange is a no-op without it).
   void locateMap() const;
   Result<RingStats> readStats() const;  // read-only mode: from the file
+  // The meta record as of `txn`: nullopt for a new ring, kCorrupt when it does not parse.
+  Result<std::optional<RingMeta>> readMeta(MDB_txn* txn) const;
+  // The meta record's totals into `s` (the fields both stats paths share).
+  void copyTotals(const RingMeta& m, RingStats& s) const;
 
   ConsumerLive& live(std::size_t index) const;
   Result<std::size_t> findOrCreateConsumer(std::string_view name);

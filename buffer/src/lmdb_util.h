@@ -21,8 +21,8 @@ namespace cistern::buffer::lmdb {
 inline Error error(int rc, std::string_view what) {
   const bool retryable = rc == MDB_MAP_FULL || rc == ENOSPC || rc == MDB_READERS_FULL;
   const ErrorCode code = (rc == MDB_MAP_FULL || rc == ENOSPC) ? ErrorCode::kFull
-                         : rc == MDB_CORRUPTED               ? ErrorCode::kCorrupt
-                                                             : ErrorCode::kIo;
+                         : rc == MDB_CORRUPTED                ? ErrorCode::kCorrupt
+                                                              : ErrorCode::kIo;
   return Error{code, fmt::format("{}: {} (lmdb {})", what, mdb_strerror(rc), rc), retryable};
 }
 

@@ -61,9 +61,9 @@ class Reader {
 
 std::vector<std::byte> RingMeta::serialize() const {
   Writer w(kMetaVersion);
-  for (std::uint64_t v : {next_frame, frames, records, used_bytes, appended_frames,
-                          appended_records, deleted_frames, evicted_frames, evicted_records,
-                          commits, created_ns, max_size}) {
+  for (std::uint64_t v :
+       {next_frame, frames, records, used_bytes, appended_frames, appended_records, deleted_frames,
+        evicted_frames, evicted_records, commits, created_ns, max_size}) {
     w.u64(v);
   }
   return std::move(w.bytes());
@@ -73,10 +73,9 @@ Result<RingMeta> RingMeta::deserialize(std::span<const std::byte> in) {
   Reader r(in, "ring meta record");
   if (auto st = r.version(kMetaVersion); !st) return tl::unexpected(st.error());
   RingMeta m;
-  for (std::uint64_t* f : {&m.next_frame, &m.frames, &m.records, &m.used_bytes,
-                           &m.appended_frames, &m.appended_records, &m.deleted_frames,
-                           &m.evicted_frames, &m.evicted_records, &m.commits, &m.created_ns,
-                           &m.max_size}) {
+  for (std::uint64_t* f : {&m.next_frame, &m.frames, &m.records, &m.used_bytes, &m.appended_frames,
+                           &m.appended_records, &m.deleted_frames, &m.evicted_frames,
+                           &m.evicted_records, &m.commits, &m.created_ns, &m.max_size}) {
     if (!r.u64(*f)) return fail(ErrorCode::kCorrupt, "ring meta record: truncated");
   }
   return m;
@@ -104,10 +103,10 @@ Result<IndexEntry> IndexEntry::deserialize(std::span<const std::byte> in) {
 
 std::vector<std::byte> ConsumerRecord::serialize() const {
   Writer w(kConsumerVersion);
-  for (std::uint64_t v : {acked_frames, acked_records, evicted_frames, evicted_records,
-                          corrupt_frames, corrupt_records, done_in_ring_frames,
-                          done_in_ring_records, baseline_appended_records, baseline_ring_records,
-                          created_ns}) {
+  for (std::uint64_t v :
+       {acked_frames, acked_records, evicted_frames, evicted_records, corrupt_frames,
+        corrupt_records, done_in_ring_frames, done_in_ring_records, baseline_appended_records,
+        baseline_ring_records, created_ns}) {
     w.u64(v);
   }
   done.serialize(w.bytes());
@@ -119,8 +118,8 @@ Result<ConsumerRecord> ConsumerRecord::deserialize(std::span<const std::byte> in
   if (auto st = r.version(kConsumerVersion); !st) return tl::unexpected(st.error());
   ConsumerRecord c;
   for (std::uint64_t* f :
-       {&c.acked_frames, &c.acked_records, &c.evicted_frames, &c.evicted_records,
-        &c.corrupt_frames, &c.corrupt_records, &c.done_in_ring_frames, &c.done_in_ring_records,
+       {&c.acked_frames, &c.acked_records, &c.evicted_frames, &c.evicted_records, &c.corrupt_frames,
+        &c.corrupt_records, &c.done_in_ring_frames, &c.done_in_ring_records,
         &c.baseline_appended_records, &c.baseline_ring_records, &c.created_ns}) {
     if (!r.u64(*f)) return fail(ErrorCode::kCorrupt, "consumer record: truncated");
   }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ack_set.h"
@@ -13,7 +14,10 @@
 
 namespace cistern::buffer {
 
-// Stored under key "ring" in the meta database; rewritten by every commit.
+// The meta database's only key.
+inline constexpr std::string_view kMetaKey = "ring";
+
+// Stored under kMetaKey in the meta database; rewritten by every commit.
 struct RingMeta {
   FrameId next_frame = 1;
   std::uint64_t frames = 0;

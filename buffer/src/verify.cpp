@@ -72,9 +72,8 @@ void checkStoredFrame(FrameId id, std::span<const std::byte> stored, const Index
   }
   if (entry == nullptr) {
     rep.frame(id, fmt::format("frame {}: stored but missing from the index", id));
-  } else if (entry->record_count != header->record_count ||
-             entry->stored_bytes != stored.size() || entry->first_ts != header->first_ts ||
-             entry->last_ts != header->last_ts) {
+  } else if (entry->record_count != header->record_count || entry->stored_bytes != stored.size() ||
+             entry->first_ts != header->first_ts || entry->last_ts != header->last_ts) {
     rep.frame(id, fmt::format("frame {}: index entry disagrees with the frame", id));
   }
 }
@@ -92,20 +91,15 @@ Result<VerifyReport> LmdbRing::verify() const {
   {
     auto txn = d.beginRead();
     if (!txn) return tl::unexpected(txn.error());
-    static constexpr std::string_view kMetaKey = "ring";
-    MDB_val k = lmdb::val(kMetaKey.data(), kMetaKey.size());
-    MDB_val v;
-    int rc = mdb_get(txn->get(), d.dbi_meta, &k, &v);
-    if (rc == 0) {
-      auto m = RingMeta::deserialize(lmdb::span(v));
-      if (m) {
-        meta = *m;
-      } else {
-        rep.ring("meta record: " + m.error().message);
-      }
-    } else if (rc != MDB_NOTFOUND) {
-      return tl::unexpected(lmdb::error(rc, "reading the meta record"));
+    auto stored = d.readMeta(txn->get());
+    if (stored) {
+      meta = stored->value_or(RingMeta{});
+    } else if (stored.error().code == ErrorCode::kCorrupt) {
+      rep.ring("meta record: " + stored.error().message);
+    } else {
+      return tl::unexpected(stored.error());
     }
+    int rc = 0;
 
     auto cur = openCursor(txn->get(), d.dbi_index);
     if (!cur) return tl::unexpected(cur.error());
@@ -140,10 +134,10 @@ Result<VerifyReport> LmdbRing::verify() const {
     }
     if (rc != MDB_NOTFOUND) return tl::unexpected(lmdb::error(rc, "scanning the index"));
     if (index.size() != meta.frames || records != meta.records || used != meta.used_bytes) {
-      rep.ring(fmt::format("meta totals (frames {}, records {}, used {}) differ from the index "
-                           "(frames {}, records {}, used {})",
-                           meta.frames, meta.records, meta.used_bytes, index.size(), records,
-                           used));
+      rep.ring(
+          fmt::format("meta totals (frames {}, records {}, used {}) differ from the index "
+                      "(frames {}, records {}, used {})",
+                      meta.frames, meta.records, meta.used_bytes, index.size(), records, used));
     }
     if (meta.appended_frames != meta.frames + meta.deleted_frames + meta.evicted_frames) {
       rep.ring(fmt::format("appended frames {} != present {} + deleted {} + evicted {}",
@@ -172,20 +166,21 @@ Result<VerifyReport> LmdbRing::verify() const {
         }
       }
       if (done_frames != c->done_in_ring_frames || done_records != c->done_in_ring_records) {
-        rep.ring(fmt::format("consumer '{}': done-in-ring counters ({} frames, {} records) "
-                             "differ from its ack set ({} frames, {} records)",
-                             name, c->done_in_ring_frames, c->done_in_ring_records, done_frames,
-                             done_records));
+        rep.ring(fmt::format(
+            "consumer '{}': done-in-ring counters ({} frames, {} records) "
+            "differ from its ack set ({} frames, {} records)",
+            name, c->done_in_ring_frames, c->done_in_ring_records, done_frames, done_records));
       }
       const std::uint64_t pending = meta.records - std::min(meta.records, done_records);
       const std::uint64_t assigned = c->assignedRecords(meta);
       const std::uint64_t accounted =
           c->acked_records + c->evicted_records + c->corrupt_records + pending;
       if (assigned != accounted) {
-        rep.ring(fmt::format("consumer '{}': {} records due but acked {} + evicted {} + corrupt "
-                             "{} + pending {} = {}",
-                             name, assigned, c->acked_records, c->evicted_records,
-                             c->corrupt_records, pending, accounted));
+        rep.ring(
+            fmt::format("consumer '{}': {} records due but acked {} + evicted {} + corrupt "
+                        "{} + pending {} = {}",
+                        name, assigned, c->acked_records, c->evicted_records, c->corrupt_records,
+                        pending, accounted));
       }
       if (c->done.floor() > meta.next_frame) {
         rep.ring(fmt::format("consumer '{}': ack floor {} beyond the next id {}", name,

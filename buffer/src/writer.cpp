@@ -62,7 +62,6 @@ void LmdbRing::Impl::beginTxnState(TxnState& st) {
 
 // Writes the meta record and every consumer record the transaction changed.
 Status LmdbRing::Impl::writeBookkeeping(MDB_txn* txn, TxnState& st) {
-  static constexpr std::string_view kMetaKey = "ring";
   ++st.meta.commits;
   st.meta.max_size = opt.max_size;
   const auto bytes = st.meta.serialize();
@@ -122,8 +121,8 @@ void LmdbRing::Impl::writerLoop() {
     const SteadyTime now = steady_clock::now();
     SteadyTime wake = now + std::chrono::seconds(1);
     if (!commitReady(now, wake)) {
-      const bool idle = sealed.empty() && open_frame.empty() && acks.empty() &&
-                        corrupt.empty() && ops.empty() && work.empty();
+      const bool idle = sealed.empty() && open_frame.empty() && acks.empty() && corrupt.empty() &&
+                        ops.empty() && work.empty();
       if (idle && flush_requested > flush_done) {
         // Nothing to commit: everything appended and acknowledged before the flush is durable.
         flush_done = flush_requested;
@@ -203,8 +202,8 @@ void LmdbRing::Impl::commitOnce(std::vector<AckOp>& my_acks, std::vector<AckOp>&
       // Pages freed by a transaction are reusable only by later ones: evict in a transaction of
       // its own, then retry.
       if (opt.when_full == FullPolicy::kDropOldest && meta.frames > 0 && attempt < 8) {
-        const std::uint64_t target =
-            std::max<std::uint64_t>(workBytes(frame_limit) + opt.commit_max_bytes, opt.max_size / 16);
+        const std::uint64_t target = std::max<std::uint64_t>(
+            workBytes(frame_limit) + opt.commit_max_bytes, opt.max_size / 16);
         if (evictTxn(target)) continue;
       }
       if (frame_limit > 1) {
@@ -222,9 +221,10 @@ void LmdbRing::Impl::commitOnce(std::vector<AckOp>& my_acks, std::vector<AckOp>&
         // Not even an empty ring can take the oldest pending frame: drop it, counted.
         PendingFrame& f = *victim;
         dropped_map_full += f.body.record_count;
-        log->error("buffer map full with nothing left to evict: dropped a frame of {} records "
-                   "({}); raise buffer.map_size",
-                   f.body.record_count, formatSize(f.body.bytes.size()));
+        log->error(
+            "buffer map full with nothing left to evict: dropped a frame of {} records "
+            "({}); raise buffer.map_size",
+            f.body.record_count, formatSize(f.body.bytes.size()));
         f.body = FrameBody{};
         continue;
       }
@@ -312,10 +312,10 @@ Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
       c.rec.done = AckSet(oldest);
       c.rec.baseline_appended_records = st.meta.appended_records;
       c.rec.baseline_ring_records = st.meta.records;
-      c.rec.created_ns = static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(
-              std::chrono::system_clock::now().time_since_epoch())
-              .count());
+      c.rec.created_ns =
+          static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count());
       c.dirty = true;
       c.created = true;
       op->index = st.consumers.size();
@@ -522,8 +522,7 @@ Status LmdbRing::Impl::dropFrameValue(MDB_txn* txn, FrameId id, const char* what
   return ok();
 }
 
-Status LmdbRing::Impl::deleteFrame(MDB_txn* txn, TxnState& st, FrameId id,
-                                   const IndexEntry& e) {
+Status LmdbRing::Impl::deleteFrame(MDB_txn* txn, TxnState& st, FrameId id, const IndexEntry& e) {
   for (auto& c : st.consumers) {
     if (!c.alive) continue;
     --c.rec.done_in_ring_frames;
@@ -656,18 +655,8 @@ void LmdbRing::Impl::publish(TxnState& st, std::vector<ConsumerOp*>& my_ops,
   }
   {
     std::lock_guard lk(stats_mu);
-    snapshot.frames = meta.frames;
-    snapshot.records = meta.records;
-    snapshot.used_bytes = meta.used_bytes;
-    snapshot.next_frame = meta.next_frame;
-    snapshot.appended_frames = meta.appended_frames;
-    snapshot.appended_records = meta.appended_records;
-    snapshot.deleted_frames = meta.deleted_frames;
-    snapshot.evicted_frames = meta.evicted_frames;
-    snapshot.evicted_records = meta.evicted_records;
-    snapshot.commits = meta.commits;
+    copyTotals(meta, snapshot);
     snapshot.max_size = opt.max_size;
-    snapshot.map_size = map_size;
     if (meta.frames > 0 && st.oldest_id != 0) {
       snapshot.oldest_frame = st.oldest_id;
       snapshot.oldest_ts = st.oldest.first_ts;

@@ -30,8 +30,8 @@ Status validateRecord(const RecordInput& r) {
   }
   if (r.meta.size() > kMaxRecordMetaBytes) {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("record metadata must be at most {} bytes, got {}",
-                            kMaxRecordMetaBytes, r.meta.size()));
+                fmt::format("record metadata must be at most {} bytes, got {}", kMaxRecordMetaBytes,
+                            r.meta.size()));
   }
   if (encodedRecordSize(r) > kMaxRecordBytes) {
     return fail(ErrorCode::kInvalidArgument,
@@ -60,19 +60,20 @@ const RecordView* RecordReader::next() noexcept {
   if (!error_.empty() || offset_ >= body_.size()) return nullptr;
   const std::size_t remaining = body_.size() - offset_;
   if (remaining < kRecordHeaderBytes) {
-    error_ = fmt::format("truncated record header at offset {} ({} bytes left)", offset_,
-                         remaining);
+    error_ =
+        fmt::format("truncated record header at offset {} ({} bytes left)", offset_, remaining);
     return nullptr;
   }
   const std::byte* p = body_.data() + offset_;
-  const std::size_t length = bytes::loadLe<std::uint32_t>(p);
-  const std::size_t input_len = std::to_integer<std::size_t>(p[5]);
-  const std::size_t meta_len = bytes::loadLe<std::uint16_t>(p + 6);
+  const auto length = static_cast<std::size_t>(bytes::loadLe<std::uint32_t>(p));
+  const auto input_len = std::to_integer<std::size_t>(p[5]);
+  const auto meta_len = static_cast<std::size_t>(bytes::loadLe<std::uint16_t>(p + 6));
   if (length + 4 > remaining || length < kRecordHeaderBytes - 4 + input_len + meta_len ||
       input_len == 0) {
-    error_ = fmt::format("record at offset {} has inconsistent lengths (length {}, input {}, "
-                         "meta {}, {} bytes left)",
-                         offset_, length, input_len, meta_len, remaining);
+    error_ = fmt::format(
+        "record at offset {} has inconsistent lengths (length {}, input {}, "
+        "meta {}, {} bytes left)",
+        offset_, length, input_len, meta_len, remaining);
     return nullptr;
   }
   current_.kind = static_cast<RecordKind>(p[4]);

@@ -3,6 +3,7 @@
 #include <array>
 #include <cmath>
 #include <cstdlib>
+#include <ranges>
 #include <string>
 #include <utility>
 
@@ -25,9 +26,9 @@ constexpr std::array<Unit, 10> kSizeUnits{{
     {"GB", 1e9L},
     {"TB", 1e12L},
     {"KiB", kKi},
-    {"MiB", kKi * kKi},
-    {"GiB", kKi * kKi * kKi},
-    {"TiB", kKi * kKi * kKi * kKi},
+    {"MiB", kKi* kKi},
+    {"GiB", kKi* kKi* kKi},
+    {"TiB", kKi* kKi* kKi* kKi},
 }};
 
 constexpr std::array<Unit, 6> kDurationUnits{{
@@ -156,8 +157,10 @@ std::string formatSize(std::uint64_t bytes) {
 
 std::string formatDuration(std::chrono::nanoseconds d) {
   const auto ns = static_cast<long double>(d.count());
-  for (auto it = kDurationUnits.rbegin(); it != kDurationUnits.rend(); ++it) {
-    if (ns >= it->factor) return formatScaled(ns / it->factor, it->name);
+  // Largest unit first.
+  for (std::size_t i = kDurationUnits.size(); i-- > 0;) {
+    const Unit& u = kDurationUnits[i];
+    if (ns >= u.factor) return formatScaled(ns / u.factor, u.name);
   }
   return "0s";
 }

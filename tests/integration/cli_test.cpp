@@ -21,7 +21,7 @@ std::string cisternBin() { return binary("agent/cistern"); }
 
 std::filesystem::path writeFile(const TempDir& dir, const std::string& name,
                                 const std::string& text) {
-  const auto path = dir / name;
+  auto path = dir / name;
   std::ofstream(path) << text;
   return path;
 }
@@ -60,19 +60,18 @@ TEST_CASE("check-config accepts a valid file and exits 0", "[integration]") {
   CHECK(r.out.find("10GiB") != std::string::npos);
 }
 
-TEST_CASE("check-config reports every problem with file, line and key, exit 1",
-          "[integration]") {
+TEST_CASE("check-config reports every problem with file, line and key, exit 1", "[integration]") {
   TempDir dir;
   const auto file = writeFile(dir, "bad.yaml",
                               "agent:\n"
                               "  id: sensor-1\n"
                               "buffer:\n"
-                              "  max_sise: 10GiB\n"         // line 4: unknown key
-                              "  commit_interval: 250\n"    // line 5: duration without unit
-                              "  sync: sometimes\n"         // line 6: bad enum value
+                              "  max_sise: 10GiB\n"          // line 4: unknown key
+                              "  commit_interval: 250\n"     // line 5: duration without unit
+                              "  sync: sometimes\n"          // line 6: bad enum value
                               "  frame_max_bytes: [1, 2]\n"  // line 7: wrong type
                               "log:\n"
-                              "  level: loud\n");           // line 9: bad enum value
+                              "  level: loud\n");  // line 9: bad enum value
   auto r = run({cisternBin(), "check-config", "-c", file.string()});
   CHECK(r.exit_code == 1);
   const std::string f = file.string();
@@ -125,12 +124,11 @@ TEST_CASE("buffer inspect shows contents and every consumer's cursor", "[integra
   CHECK(direct.exit_code == 0);
 }
 
-TEST_CASE("buffer inspect and verify take the data directory from a config file",
-          "[integration]") {
+TEST_CASE("buffer inspect and verify take the data directory from a config file", "[integration]") {
   TempDir dir;
   makeRing(dir / "data");
-  const auto file = writeFile(dir, "c.yaml", "agent:\n  data_dir: " + (dir / "data").string() +
-                                                 "\n");
+  const auto file =
+      writeFile(dir, "c.yaml", "agent:\n  data_dir: " + (dir / "data").string() + "\n");
   CHECK(run({cisternBin(), "buffer", "inspect", "-c", file.string()}).exit_code == 0);
   CHECK(run({cisternBin(), "buffer", "verify", "-c", file.string()}).exit_code == 0);
 }

@@ -33,9 +33,8 @@ std::string isoTime(std::uint64_t ns) {
   const auto secs = static_cast<std::time_t>(ns / 1'000'000'000ULL);
   std::tm tm{};
   gmtime_r(&secs, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     ns % 1'000'000'000ULL);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ns % 1'000'000'000ULL);
 }
 
 double percent(std::uint64_t part, std::uint64_t whole) {
@@ -140,8 +139,7 @@ int bufferVerifyCommand(const BufferToolOptions& options, std::FILE* out, std::F
   }
   auto report = (*ring)->verify();
   if (!report) {
-    fmt::print(err, "verify of {} failed: {}\n", options.data_dir.string(),
-               report.error().message);
+    fmt::print(err, "verify of {} failed: {}\n", options.data_dir.string(), report.error().message);
     return kExitCannotRun;
   }
   if (options.json) {

@@ -599,11 +599,12 @@ class Table {
 
 // A nested mapping `name:` that fills the member `member` of T with `table`.
 template <typename T, typename U>
-Child<T> section(std::string name, U T::*member, Table<U> table, std::string description) {
+Child<T> section(const std::string& name, U T::*member, Table<U> table,
+                 const std::string& description) {
   auto shared = std::make_shared<const Table<U>>(std::move(table));
   Child<T> child;
-  child.name = std::move(name);
-  child.description = std::move(description);
+  child.name = name;
+  child.description = description;
   child.parse = [shared, member](T& target, const Node* value, const std::string& path, Mark where,
                                  ParseContext& context) {
     shared->parse(target.*member, value, path, where, context);
@@ -634,12 +635,13 @@ struct Alternative {
 // Entries of type `type` are parsed with `table` into an Item, then stored in the list as V(item)
 // (V is Item itself or, say, a std::variant that holds it).
 template <typename V, typename Item>
-Alternative<V> alternative(std::string type, Table<Item> table, std::string description) {
+Alternative<V> alternative(const std::string& type, Table<Item> table,
+                           const std::string& description) {
   static_assert(std::is_constructible_v<V, Item&&>);
   auto shared = std::make_shared<const Table<Item>>(std::move(table));
   Alternative<V> alt;
-  alt.type = std::move(type);
-  alt.description = std::move(description);
+  alt.type = type;
+  alt.description = description;
   alt.parse = [shared](const Node& entry, const std::string& path, ParseContext& context,
                        const std::vector<std::string>& reserved) {
     Item item{};
@@ -658,15 +660,15 @@ Alternative<V> alternative(std::string type, Table<Item> table, std::string desc
 // alternative whose table parses the entry; with an empty discriminator there must be exactly one
 // alternative. An absent or empty list leaves the vector empty.
 template <typename T, typename V>
-Child<T> listOf(std::string name, std::vector<V> T::*member, std::string discriminator,
-                std::vector<Alternative<V>> alternatives, std::string description) {
+Child<T> listOf(const std::string& name, std::vector<V> T::*member, std::string discriminator,
+                std::vector<Alternative<V>> alternatives, const std::string& description) {
   assert(!alternatives.empty() && (!discriminator.empty() || alternatives.size() == 1));
   auto alts = std::make_shared<const std::vector<Alternative<V>>>(std::move(alternatives));
   std::vector<std::string> types;
   for (const auto& alt : *alts) types.push_back(alt.type);
   Child<T> child;
-  child.name = std::move(name);
-  child.description = std::move(description);
+  child.name = name;
+  child.description = description;
   child.parse = [alts, types, member, discriminator](T& target, const Node* value,
                                                      const std::string& path, Mark /*where*/,
                                                      ParseContext& context) {

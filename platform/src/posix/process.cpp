@@ -38,7 +38,7 @@ MemoryUsage memoryUsage() {
 std::string hostName() {
   std::array<char, 256> buf{};
   if (gethostname(buf.data(), buf.size() - 1) != 0 || buf[0] == '\0') return "localhost";
-  return std::string(buf.data());
+  return {buf.data()};
 }
 
 }  // namespace cistern::platform

@@ -262,8 +262,11 @@ TEST_CASE("the block policy stops the writer until consumers make room", "[compo
     }
   }
   CHECK(refused == 1);
-  std::this_thread::sleep_for(100ms);
   auto st = ring->stats();
+  for (int i = 0; i < 500 && !st.writer_blocked; ++i) {
+    std::this_thread::sleep_for(10ms);
+    st = ring->stats();
+  }
   CHECK(st.writer_blocked);
   CHECK(st.evicted_frames == 0);
   CHECK(st.used_bytes <= opts.max_size);
@@ -319,9 +322,12 @@ TEST_CASE("group commit batches appends within the commit window", "[component]"
     if (c.records > 0) ++commits;
   });
   Ticket last = 0;
+  const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 50; ++i) last = appendSeq(*ring, static_cast<std::uint64_t>(i), 1);
+  const auto windows = (std::chrono::steady_clock::now() - t0) / opts.commit_interval;
   REQUIRE_OK(ring->waitCommitted(last, 5s));
-  CHECK(commits.load() <= 2);  // 50 appends well inside one window
+  // One commit per window the appends spanned (plus the one closing the last window), not 50.
+  CHECK(commits.load() <= windows + 2);
 }
 
 TEST_CASE("state writes commit with the records appended alongside", "[component]") {
@@ -330,8 +336,8 @@ TEST_CASE("state writes commit with the records appended alongside", "[component
   {
     auto ring = openRing(opts);
     std::string payload = "line";
-    cistern::RecordInput r{cistern::RecordKind::kLogLine, 1, "file",
-                           {}, std::as_bytes(std::span(payload))};
+    cistern::RecordInput r{
+        cistern::RecordKind::kLogLine, 1, "file", {}, std::as_bytes(std::span(payload))};
     std::vector<cistern::buffer::StateWrite> state{{"tail/a.log", "offset=5"}};
     auto t = ring->append(std::span(&r, 1), state, Wait::kYes);
     REQUIRE(t);
@@ -422,13 +428,18 @@ TEST_CASE("concurrent producers and a consumer thread lose and repeat nothing",
   auto* out = ring->consumer("out").value();
   constexpr std::uint64_t kPerProducer = 20'000;
   std::atomic<bool> done{false};
+  std::atomic<bool> read_failed{false};
   std::vector<std::uint64_t> got;
+  // Catch2 assertions are not thread-safe: the reader records failures for the main thread.
   std::thread reader([&] {
     ReadBatch batch;
     while (true) {
       const bool finished = done.load();
       auto n = out->readNext(batch);
-      REQUIRE(n);
+      if (!n) {
+        read_failed = true;
+        return;
+      }
       if (*n == 0) {
         if (finished) break;
         std::this_thread::sleep_for(1ms);
@@ -450,6 +461,7 @@ TEST_CASE("concurrent producers and a consumer thread lose and repeat nothing",
   REQUIRE_OK(ring->flush());
   done = true;
   reader.join();
+  CHECK_FALSE(read_failed);
   std::sort(got.begin(), got.end());
   CHECK(got == iota(0, 2 * kPerProducer));
   REQUIRE_OK(ring->flush());

@@ -12,11 +12,11 @@
 #include "cistern/core/record.h"
 
 // REQUIRE that a Status/Result holds a value, printing the error when it does not.
-#define REQUIRE_OK(expr)                                                   \
-  do {                                                                     \
-    const auto& require_ok_result = (expr);                                \
+#define REQUIRE_OK(expr)                                                              \
+  do {                                                                                \
+    const auto& require_ok_result = (expr);                                           \
     INFO((require_ok_result ? std::string() : require_ok_result.error().describe())); \
-    REQUIRE(require_ok_result);                                            \
+    REQUIRE(require_ok_result);                                                       \
   } while (false)
 
 namespace cistern::testing {

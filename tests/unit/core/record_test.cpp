@@ -1,6 +1,6 @@
 #include <catch2/catch.hpp>
 
-#include <cstring>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -49,7 +49,7 @@ TEST_CASE("records round-trip through the frame body encoding", "[unit]") {
     CHECK(r->input == in[n].input);
     CHECK(r->meta.size() == in[n].meta.size());
     CHECK(r->payload.size() == in[n].payload.size());
-    CHECK(std::memcmp(r->payload.data(), in[n].payload.data(), r->payload.size()) == 0);
+    CHECK(std::equal(r->payload.begin(), r->payload.end(), in[n].payload.begin()));
     ++n;
   }
   CHECK_FALSE(reader.failed());

@@ -68,8 +68,8 @@ struct FrameView {
   std::uint32_t record_count = 0;
   std::uint64_t first_ts = 0;  // ns since the epoch
   std::uint64_t last_ts = 0;
-  std::uint32_t stored_bytes = 0;     // size in LMDB (header + possibly compressed body)
-  std::span<const std::byte> body;    // records; iterate with cistern::RecordReader
+  std::uint32_t stored_bytes = 0;   // size in LMDB (header + possibly compressed body)
+  std::span<const std::byte> body;  // records; iterate with cistern::RecordReader
 };
 
 // Holds the frames of one read. Reuse one batch per consumer to keep allocations flat.
@@ -107,16 +107,16 @@ enum class Direction { kForward, kBackward };
 //   assigned_records = acked_records + evicted_records + corrupt_records + pending_records
 struct ConsumerStats {
   std::string name;
-  FrameId ack_floor = 0;          // every frame below it is done (acked, evicted or corrupt)
-  std::size_t ack_ranges = 0;     // out-of-order acknowledged ranges above the floor
+  FrameId ack_floor = 0;               // every frame below it is done (acked, evicted or corrupt)
+  std::size_t ack_ranges = 0;          // out-of-order acknowledged ranges above the floor
   std::uint64_t assigned_records = 0;  // records in frames this consumer was due to deliver
   std::uint64_t acked_frames = 0;
   std::uint64_t acked_records = 0;
-  std::uint64_t evicted_frames = 0;    // dropped unsent: evicted before this consumer acked
+  std::uint64_t evicted_frames = 0;  // dropped unsent: evicted before this consumer acked
   std::uint64_t evicted_records = 0;
-  std::uint64_t corrupt_frames = 0;    // failed their checksum when this consumer read them
+  std::uint64_t corrupt_frames = 0;  // failed their checksum when this consumer read them
   std::uint64_t corrupt_records = 0;
-  std::uint64_t pending_frames = 0;    // in the ring and not done for this consumer
+  std::uint64_t pending_frames = 0;  // in the ring and not done for this consumer
   std::uint64_t pending_records = 0;
 };
 
@@ -127,8 +127,8 @@ struct RingStats {
   std::uint64_t used_bytes = 0;  // page-accounted bytes of the frames, bounded by max_size
   FrameId oldest_frame = 0;      // 0 when empty
   FrameId newest_frame = 0;
-  std::uint64_t oldest_ts = 0;   // first timestamp of the oldest frame (ns since the epoch)
-  std::uint64_t newest_ts = 0;   // last timestamp of the newest frame
+  std::uint64_t oldest_ts = 0;  // first timestamp of the oldest frame (ns since the epoch)
+  std::uint64_t newest_ts = 0;  // last timestamp of the newest frame
   FrameId next_frame = 0;
   // Limits and files.
   std::uint64_t max_size = 0;
@@ -137,17 +137,17 @@ struct RingStats {
   // Totals since the buffer was created (persisted).
   std::uint64_t appended_frames = 0;
   std::uint64_t appended_records = 0;
-  std::uint64_t deleted_frames = 0;   // acknowledged by every consumer, then deleted
-  std::uint64_t evicted_frames = 0;   // removed to make room (or after MDB_MAP_FULL)
+  std::uint64_t deleted_frames = 0;  // acknowledged by every consumer, then deleted
+  std::uint64_t evicted_frames = 0;  // removed to make room (or after MDB_MAP_FULL)
   std::uint64_t evicted_records = 0;
   std::uint64_t commits = 0;
   // Records refused before reaching the ring (since this process opened it).
-  std::uint64_t refused_queue_full = 0;  // append(Wait::kNo) found the ingest queue full
-  std::uint64_t refused_invalid = 0;     // failed validateRecord()
-  std::uint64_t dropped_map_full = 0;    // did not fit even in an empty map; error logged
-  std::uint64_t dropped_at_close = 0;    // still queued when close() gave up (block policy)
-  std::uint64_t corrupt_frames_seen = 0; // checksum failures met by readers (this process)
-  std::uint64_t map_full_events = 0;     // MDB_MAP_FULL met and handled (this process)
+  std::uint64_t refused_queue_full = 0;   // append(Wait::kNo) found the ingest queue full
+  std::uint64_t refused_invalid = 0;      // failed validateRecord()
+  std::uint64_t dropped_map_full = 0;     // did not fit even in an empty map; error logged
+  std::uint64_t dropped_at_close = 0;     // still queued when close() gave up (block policy)
+  std::uint64_t corrupt_frames_seen = 0;  // checksum failures met by readers (this process)
+  std::uint64_t map_full_events = 0;      // MDB_MAP_FULL met and handled (this process)
   std::uint64_t stale_readers_cleared = 0;
   // The ingest queue now.
   std::uint64_t queued_bytes = 0;

@@ -11,9 +11,9 @@
 namespace cistern {
 
 // Parses a byte size: a non-negative number (decimals allowed) with an optional unit, no space or
-// one space between: B, kB or KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024).
-// A bare number is bytes. Units are case-sensitive except the final B/b.
-// Errors (kConfig): empty text, unknown unit, negative values, overflow of 64 bits.
+// one space between: B, kB or KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of
+// 1024). A bare number is bytes. Units are case-sensitive except the final B/b. Errors (kConfig):
+// empty text, unknown unit, negative values, overflow of 64 bits.
 Result<std::uint64_t> parseSize(std::string_view text);
 
 // Parses a duration: a non-negative number (decimals allowed) followed by ns, us, ms, s, m or h.
