@@ -711,7 +711,7 @@ std::uint64_t ReadBatch::records() const {
 
 void ReadBatch::clear() {
   frames_.clear();
-  offsets_.clear();
+  spans_.clear();
   storage_.clear();
   corrupt_skipped_ = 0;
 }

@@ -87,7 +87,6 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
 
   const bool forward = dir == Direction::kForward;
   FrameId pos = from == 0 ? 1 : from;
-  std::vector<std::pair<std::size_t, std::size_t>> spans;
   while (out.frames_.size() < limits.max_frames &&
          (out.frames_.empty() || out.storage_.size() < limits.max_bytes)) {
     FrameId want = 0;
@@ -142,7 +141,7 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
         view.last_ts = header->last_ts;
         view.stored_bytes = static_cast<std::uint32_t>(stored.size());
         out.frames_.push_back(view);
-        spans.emplace_back(at, header->raw_len);
+        out.spans_.emplace_back(at, header->raw_len);
       }
       releaseRange(v.mv_data, v.mv_size);
     }
@@ -150,7 +149,7 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
   }
   for (std::size_t i = 0; i < out.frames_.size(); ++i) {
     out.frames_[i].body =
-        std::span<const std::byte>(out.storage_.data() + spans[i].first, spans[i].second);
+        std::span<const std::byte>(out.storage_.data() + out.spans_[i].first, out.spans_[i].second);
   }
   *next_pos = pos;
   return out.frames_.size();

@@ -22,6 +22,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "cistern/buffer/options.h"
@@ -33,7 +34,6 @@
 namespace cistern::buffer {
 
 class LmdbRing;
-struct ConsumerState;
 
 // A key/value pair committed in the same transaction as the records appended with it (a file
 // tail's read offset, for example), so a crash neither loses nor repeats those records.
@@ -86,12 +86,8 @@ class ReadBatch {
 
  private:
   friend class LmdbRing;
-  struct Slot {
-    FrameView view;
-    std::size_t offset = 0;
-  };
   std::vector<FrameView> frames_;
-  std::vector<std::size_t> offsets_;
+  std::vector<std::pair<std::size_t, std::size_t>> spans_;  // body offset and length in storage_
   std::vector<std::byte> storage_;
   std::uint64_t corrupt_skipped_ = 0;
 };
