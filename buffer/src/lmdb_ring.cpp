@@ -33,7 +33,10 @@ std::uint64_t roundUp(std::uint64_t v, std::uint64_t unit) { return (v + unit - 
 // transaction), the trees and the free list; anything beyond is handled by MAP_FULL recovery.
 std::uint64_t derivedMapSize(const RingOptions& o) {
   const std::uint64_t slack = std::max<std::uint64_t>(o.max_size / 8, 4 * o.commit_max_bytes);
-  return roundUp(o.max_size + slack + (8ULL << 20U), 1ULL << 20U);
+  const std::uint64_t map = roundUp(o.max_size + slack + (8ULL << 20U), 1ULL << 20U);
+  // Always room for max_size of frames besides mapHeadroom().
+  return std::max(
+      map, roundUp(o.max_size + mapHeadroom(map, o.commit_max_bytes) + (1U << 20U), 1ULL << 20U));
 }
 
 Status validateOptions(const RingOptions& o) {
@@ -264,6 +267,13 @@ Result<std::unique_ptr<LmdbRing>> LmdbRing::open(const RingOptions& options) {
     if (!initial) return tl::unexpected(initial.error());
     d.snapshot = *initial;
     d.startWriter();
+    if (d.effectiveMaxSize() < options.max_size) {
+      d.log->warn(
+          "buffer map_size {} holds only {} of frames, below max_size {}: the ring "
+          "evicts at that size (raise buffer.map_size or leave it 0)",
+          formatSize(d.map_size.load()), formatSize(d.effectiveMaxSize()),
+          formatSize(options.max_size));
+    }
     d.log->info("buffer opened dir={} frames={} used={} max_size={} map_size={} sync={}",
                 options.dir.string(), d.meta.frames, formatSize(d.meta.used_bytes),
                 formatSize(options.max_size), formatSize(d.map_size.load()),
@@ -349,6 +359,10 @@ Result<Ticket> LmdbRing::append(std::span<const RecordInput> records,
     if (f.first_ticket == 0) f.first_ticket = ticket;
     f.last_ticket = ticket;
   };
+  // An append that writes state must commit whole: its frames after the first are joined to
+  // the one before, and its last frame is sealed so that the next append starts a fresh one.
+  const bool stateful = !state.empty();
+  bool wrote = false;
   for (std::size_t i = 0; i < valid; ++i) {
     const RecordInput& r = records[i];
     const std::size_t size = encodedRecordSize(r);
@@ -356,7 +370,9 @@ Result<Ticket> LmdbRing::append(std::span<const RecordInput> records,
     if (f->body.record_count > 0 && f->body.bytes.size() + size > d.opt.frame_max_bytes) {
       seal();
       f = &d.open_frame;
+      f->joined = stateful && wrote;
     }
+    wrote = true;
     if (f->body.bytes.capacity() == 0) {
       if (!d.pool.empty()) {
         f->body.bytes = std::move(d.pool.back());
@@ -378,6 +394,7 @@ Result<Ticket> LmdbRing::append(std::span<const RecordInput> records,
     d.open_frame.queued_bytes += s.key.size() + s.value.size();
   }
   touch(d.open_frame);
+  if (stateful) seal();
   d.queued_bytes += need;
   if (!d.oldest_pending) d.oldest_pending = now;
   const bool wake = d.opt.sync == SyncMode::kAlways || !d.sealed.empty();
@@ -651,6 +668,7 @@ Result<RingStats> LmdbRing::Impl::readStats() const {
   RingStats s;
   copyTotals(m, s);
   s.max_size = opt.read_only ? m.max_size : opt.max_size;
+  s.effective_max_size = opt.read_only ? m.max_size : effectiveMaxSize();
   MDB_cursor* raw = nullptr;
   const int rc = mdb_cursor_open(txn->get(), dbi_index, &raw);
   if (rc != 0) return tl::unexpected(lmdb::error(rc, "opening an index cursor"));

@@ -36,6 +36,13 @@ namespace cistern::buffer {
 
 using SteadyTime = std::chrono::steady_clock::time_point;
 
+// What a map must hold besides the frames: pages freed by the last two commits (LMDB reuses a
+// transaction's freed pages only two transactions later), the trees and the free list. A map
+// filled to the last page cannot recover by itself: even an eviction needs fresh pages.
+inline std::uint64_t mapHeadroom(std::uint64_t map_size, std::uint64_t commit_max_bytes) {
+  return 2 * commit_max_bytes + map_size / 16 + (256U << 10U);
+}
+
 // A read transaction together with the shared hold on txn_gate that keeps the map from being
 // resized under it. The transaction is aborted before the gate is released.
 struct ReadTxn {
@@ -61,6 +68,8 @@ struct PendingFrame {
   Ticket first_ticket = 0;
   Ticket last_ticket = 0;
   std::uint64_t queued_bytes = 0;
+  // Continues an append that writes state: commits in the same transaction as the frame before.
+  bool joined = false;
   [[nodiscard]] bool empty() const { return body.record_count == 0 && state.empty(); }
 };
 
@@ -124,6 +133,11 @@ struct LmdbRing::Impl {
   Status attemptCommit(const std::vector<AckOp>& acks, const std::vector<AckOp>& corrupt,
                        const std::vector<ConsumerOp*>& ops, std::size_t frame_limit, TxnState& st);
   bool evictTxn(std::uint64_t bytes);
+  // Whether a transaction may end after the first `k` frames of `work`: not inside an append
+  // that writes state (its records and state commit together).
+  [[nodiscard]] bool appendBoundary(std::size_t k) const;
+  [[nodiscard]] std::size_t boundaryAtLeast(std::size_t k) const;
+  [[nodiscard]] std::size_t boundaryAtMost(std::size_t k) const;
   Status writeBookkeeping(MDB_txn* txn, TxnState& st);
   void beginTxnState(TxnState& st);
   bool growMap();
@@ -134,6 +148,10 @@ struct LmdbRing::Impl {
   Status deleteDoneByAll(MDB_txn* txn, TxnState& st);
   void publish(TxnState& st, std::vector<ConsumerOp*>& ops, std::chrono::nanoseconds took);
   [[nodiscard]] std::uint64_t accountedBytes(std::uint64_t stored) const;
+  // The bound the writer keeps frames under: max_size, or less when the map is too small to hold
+  // max_size plus the room LMDB needs besides the frames (see mapHeadroom).
+  [[nodiscard]] std::uint64_t effectiveMaxSize() const;
+  [[nodiscard]] std::string describeReaders() const;
   // Body bytes of the first `frames` frames of the work queue.
   [[nodiscard]] std::uint64_t workBytes(std::size_t frames) const;
 

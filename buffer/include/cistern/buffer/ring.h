@@ -108,7 +108,9 @@ struct ConsumerStats {
   std::uint64_t assigned_records = 0;  // records in frames this consumer was due to deliver
   std::uint64_t acked_frames = 0;
   std::uint64_t acked_records = 0;
-  std::uint64_t evicted_frames = 0;  // dropped unsent: evicted before this consumer acked
+  // Dropped unsent: evicted before this consumer's acknowledgement committed. A frame it had
+  // read and was still sending counts here too; its later ack is ignored.
+  std::uint64_t evicted_frames = 0;
   std::uint64_t evicted_records = 0;
   std::uint64_t corrupt_frames = 0;  // failed their checksum when this consumer read them
   std::uint64_t corrupt_records = 0;
@@ -128,6 +130,9 @@ struct RingStats {
   FrameId next_frame = 0;
   // Limits and files.
   std::uint64_t max_size = 0;
+  // What the writer keeps frames under: max_size, or less when an explicit map_size is too small
+  // for max_size plus LMDB's own needs (read-only opens report max_size).
+  std::uint64_t effective_max_size = 0;
   std::uint64_t map_size = 0;
   std::uint64_t file_bytes = 0;  // size of data.mdb on disk
   // Totals since the buffer was created (persisted).
@@ -203,6 +208,9 @@ class LmdbRing {
   // --- producers ---
 
   // Queues records (and state writes committed with them). Returns the call's ticket.
+  // When `state` is not empty, the records and the state commit in one transaction, so after a
+  // crash either both or neither are present; records of appends without state may be split
+  // across group commits (each record is committed whole, exactly once).
   // Errors: kFull (Wait::kNo and the ingest queue is full; nothing was queued and the records
   // are counted in refused_queue_full), kInvalidArgument (a record failed validateRecord(); the
   // valid records before it were queued and the rest counted in refused_invalid), kClosed.
