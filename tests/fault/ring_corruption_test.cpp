@@ -16,6 +16,7 @@
 #include "../unit/buffer/ring_test_util.h"
 #include "cistern/buffer/ring.h"
 #include "fault_util.h"
+#include "ring_files.h"
 #include "temp_dir.h"
 
 using namespace std::chrono_literals;
@@ -26,21 +27,20 @@ using cistern::buffer::FrameId;
 using cistern::buffer::LmdbRing;
 using cistern::buffer::ReadBatch;
 using cistern::buffer::RingOptions;
+using cistern::testing::damageFrameBody;
+using cistern::testing::findAll;
+using cistern::testing::frameHeadersOf;
+using cistern::testing::isFrameHeaderOf;
+using cistern::testing::kFrameCodecAt;
+using cistern::testing::kFrameStoredLenAt;
+using cistern::testing::readFile;
 using cistern::testing::seqsOf;
 using cistern::testing::TempDir;
+using cistern::testing::writeAt;
 using cistern::testing::fault::fillPayload;
 using cistern::testing::fault::kTsBase;
 
 namespace {
-
-// The stored frame header (buffer/src/frame_codec.h): magic "CSF1" at 0, codec at 5, frame id
-// at 8, stored length at 24, checksum at 48, body at 56.
-constexpr std::byte kFrameMagic[4] = {std::byte{0x43}, std::byte{0x53}, std::byte{0x46},
-                                      std::byte{0x31}};
-constexpr std::size_t kCodecAt = 5;
-constexpr std::size_t kIdAt = 8;
-constexpr std::size_t kStoredLenAt = 24;
-constexpr std::size_t kHeaderBytes = 56;
 
 constexpr std::size_t kFrames = 12;
 constexpr std::size_t kTarget = 5;  // the damaged frame, in the middle
@@ -123,46 +123,6 @@ Written writeFrames(const RingOptions& o, const std::string& marker) {
   return w;
 }
 
-std::vector<std::byte> readFile(const std::filesystem::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  REQUIRE(fd >= 0);
-  std::vector<std::byte> data(std::filesystem::file_size(p));
-  std::size_t at = 0;
-  while (at < data.size()) {
-    const ssize_t n = ::pread(fd, data.data() + at, data.size() - at, static_cast<off_t>(at));
-    REQUIRE(n > 0);
-    at += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  return data;
-}
-
-void writeAt(const std::filesystem::path& p, std::size_t offset, std::span<const std::byte> b) {
-  const int fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC);
-  REQUIRE(fd >= 0);
-  REQUIRE(::pwrite(fd, b.data(), b.size(), static_cast<off_t>(offset)) ==
-          static_cast<ssize_t>(b.size()));
-  REQUIRE(::fsync(fd) == 0);
-  ::close(fd);
-}
-
-std::vector<std::size_t> findAll(std::span<const std::byte> hay,
-                                 std::span<const std::byte> needle) {
-  std::vector<std::size_t> at;
-  auto it = hay.begin();
-  while ((it = std::search(it, hay.end(), needle.begin(), needle.end())) != hay.end()) {
-    at.push_back(static_cast<std::size_t>(it - hay.begin()));
-    ++it;
-  }
-  return at;
-}
-
-bool isHeaderOf(std::span<const std::byte> data, std::size_t at, FrameId id) {
-  return at + kHeaderBytes <= data.size() &&
-         std::equal(kFrameMagic, kFrameMagic + 4, data.begin() + static_cast<std::ptrdiff_t>(at)) &&
-         cistern::bytes::loadLe<std::uint64_t>(data.data() + at + kIdAt) == id;
-}
-
 // Damages frame `id` in data.mdb; returns how many stored copies were damaged (an LMDB page
 // that held the frame inline may survive as a stale copy in a free page; damaging it too is
 // harmless, and the live one is certainly among them).
@@ -172,22 +132,12 @@ std::size_t damage(const std::filesystem::path& file, Damage what, FrameId id,
   std::vector<std::size_t> headers;
   if (what == Damage::kZstdBody) {
     // No marker survives compression: find the frame by the id in its header.
-    for (std::size_t at : findAll(data, kFrameMagic)) {
-      if (isHeaderOf(data, at, id)) headers.push_back(at);
-    }
+    headers = frameHeadersOf(data, id);
     REQUIRE_FALSE(headers.empty());
     for (std::size_t h : headers) {
-      REQUIRE(std::to_integer<int>(data[h + kCodecAt]) == static_cast<int>(Codec::kZstd));
-      const auto stored = cistern::bytes::loadLe<std::uint32_t>(data.data() + h + kStoredLenAt);
-      REQUIRE(stored >= 16);
-      // Four bytes in the middle of the compressed body.
-      std::vector<std::byte> b(
-          data.begin() + static_cast<std::ptrdiff_t>(h + kHeaderBytes + stored / 2),
-          data.begin() + static_cast<std::ptrdiff_t>(h + kHeaderBytes + stored / 2 + 4));
-      for (auto& x : b) x ^= std::byte{0xff};
-      writeAt(file, h + kHeaderBytes + stored / 2, b);
+      REQUIRE(std::to_integer<int>(data[h + kFrameCodecAt]) == static_cast<int>(Codec::kZstd));
     }
-    return headers.size();
+    return damageFrameBody(file, id);
   }
   const auto hits = findAll(data, std::as_bytes(std::span(marker)));
   // The frame fills LMDB overflow pages, written once: exactly one copy in the file.
@@ -198,20 +148,20 @@ std::size_t damage(const std::filesystem::path& file, Damage what, FrameId id,
     std::vector<std::byte> b(data.begin() + static_cast<std::ptrdiff_t>(pos + 100),
                              data.begin() + static_cast<std::ptrdiff_t>(pos + 104));
     for (auto& x : b) x ^= std::byte{0x5a};
-    writeAt(file, pos + 100, b);
+    REQUIRE(writeAt(file, pos + 100, b));
     return 1;
   }
   // The header precedes the marker within the same frame (of under 16 KiB).
   std::size_t h = pos;
-  while (h > 0 && pos - h < (16U << 10U) && !isHeaderOf(data, h, id)) --h;
-  REQUIRE(isHeaderOf(data, h, id));
+  while (h > 0 && pos - h < (16U << 10U) && !isFrameHeaderOf(data, h, id)) --h;
+  REQUIRE(isFrameHeaderOf(data, h, id));
   if (what == Damage::kMagic) {
     const std::byte b[1] = {std::byte{'X'}};
-    writeAt(file, h, b);
+    REQUIRE(writeAt(file, h, b));
   } else {
     std::byte b[4];
     cistern::bytes::storeLe<std::uint32_t>(b, 0x7fffffffU);
-    writeAt(file, h + kStoredLenAt, b);
+    REQUIRE(writeAt(file, h + kFrameStoredLenAt, b));
   }
   return 1;
 }

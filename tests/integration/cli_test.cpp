@@ -7,6 +7,7 @@
 
 #include "../unit/buffer/ring_test_util.h"
 #include "cistern/buffer/ring.h"
+#include "ring_files.h"
 #include "subprocess.h"
 #include "temp_dir.h"
 
@@ -144,6 +145,29 @@ TEST_CASE("buffer verify passes on a healthy ring", "[integration]") {
   const auto j = nlohmann::json::parse(js.out);
   CHECK(j["ok"] == true);
   CHECK(j["records_checked"] == 1000);
+}
+
+TEST_CASE("buffer verify names a damaged frame and exits 1", "[integration]") {
+  TempDir dir;
+  makeRing(dir.path());
+  std::uint64_t victim = 0;
+  {
+    cistern::buffer::RingOptions ro;
+    ro.dir = dir / "buffer";
+    ro.read_only = true;
+    victim = cistern::buffer::LmdbRing::open(ro).value()->stats().oldest_frame + 1;
+  }
+  REQUIRE(cistern::testing::damageFrameBody(dir / "buffer" / "data.mdb", victim) >= 1);
+  auto r = run({cisternBin(), "buffer", "verify", "--data-dir", dir.path().string()});
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("bad frames: " + std::to_string(victim)) != std::string::npos);
+  CHECK(r.err.find("checksum mismatch") != std::string::npos);
+  CHECK(r.out.find("FAILED") != std::string::npos);
+  auto js = run({cisternBin(), "buffer", "verify", "--json", "--data-dir", dir.path().string()});
+  CHECK(js.exit_code == 1);
+  const auto j = nlohmann::json::parse(js.out);
+  CHECK(j["ok"] == false);
+  CHECK(j["bad_frames"] == nlohmann::json::array({victim}));
 }
 
 TEST_CASE("buffer commands explain a missing ring and bad usage, exit 2", "[integration]") {
