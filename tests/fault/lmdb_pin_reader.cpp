@@ -2,8 +2,8 @@
 // and holds it (pinning every page the snapshot references) until SIGTERM, then ends it and
 // exits 0. Used to fill a ring's map with pages the writer may not reuse.
 #include <lmdb.h>
-#include <signal.h>
 #include <unistd.h>
+#include <csignal>
 
 #include <cstdio>
 

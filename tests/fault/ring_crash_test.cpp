@@ -224,6 +224,7 @@ void checkRound(LmdbRing& ring, const Report& rep, bool ack, bool drain, History
       for (const auto& f : batch.frames()) redelivered.push_back(f.id);
     }
     std::vector<FrameId> present;
+    present.reserve(frames.size());
     for (const auto& f : frames) present.push_back(f.id);
     CHECK(redelivered == present);
     const auto cs = out.stats();

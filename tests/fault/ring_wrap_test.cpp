@@ -4,7 +4,7 @@
 // counted as evicted, and the last tenth must cost no more CPU per MiB than the first.
 #include <catch2/catch.hpp>
 
-#include <time.h>
+#include <ctime>
 
 #include <algorithm>
 #include <atomic>

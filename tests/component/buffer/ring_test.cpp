@@ -270,7 +270,7 @@ TEST_CASE("the block policy stops the writer until consumers make room", "[compo
   CHECK(st.writer_blocked);
   CHECK(st.evicted_frames == 0);
   CHECK(st.used_bytes <= opts.max_size);
-  CHECK(st.used_bytes + 2 * opts.frame_max_bytes > opts.max_size);  // really full
+  CHECK(st.used_bytes + 2ULL * opts.frame_max_bytes > opts.max_size);  // really full
   CHECK(st.refused_queue_full == refused);
   // Draining makes room: everything accepted arrives, nothing was evicted.
   std::vector<std::uint64_t> got;
