@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 
@@ -16,6 +17,10 @@ struct BufferBenchOptions {
   int ack_consumers = -1;  // how many consumers acknowledge what they read; -1: all
   int repeat = 3;
   std::uint64_t max_size = 0;  // 0: large enough for the whole run
+  // 0: the ring's defaults (RingOptions).
+  std::uint64_t commit_max_bytes = 0;
+  std::uint64_t ingest_max_bytes = 0;
+  std::chrono::nanoseconds commit_interval{0};
   std::filesystem::path dir;
   bool keep = false;
   bool phases = false;  // print memory use after each phase

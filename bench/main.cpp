@@ -46,6 +46,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
   buf->add_option("--max-size", max_size, "Ring max_size (default: room for the whole run)");
+  std::string commit_max;
+  std::string ingest_max;
+  std::string commit_interval;
+  buf->add_option("--commit-max", commit_max, "commit_max_bytes (default: the ring's)");
+  buf->add_option("--ingest-max", ingest_max, "ingest_max_bytes (default: the ring's)");
+  buf->add_option("--commit-interval", commit_interval, "commit_interval (default: the ring's)");
   buf->add_option("--dir", b.dir, "Where to write (the disk under test)")->capture_default_str();
   buf->add_flag("--keep", b.keep, "Keep the ring directories afterwards");
   buf->add_flag("--phases", b.phases, "Print resident memory after each phase of a run");
@@ -61,6 +67,24 @@ int main(int argc, char** argv) {
         return 2;
       }
       b.max_size = *parsed;
+    }
+    for (auto [text, field] : {std::pair{&commit_max, &b.commit_max_bytes},
+                               std::pair{&ingest_max, &b.ingest_max_bytes}}) {
+      if (text->empty()) continue;
+      auto parsed = cistern::parseSize(*text);
+      if (!parsed) {
+        fprintf(stderr, "%s\n", parsed.error().message.c_str());
+        return 2;
+      }
+      *field = *parsed;
+    }
+    if (!commit_interval.empty()) {
+      auto parsed = cistern::parseDuration(commit_interval);
+      if (!parsed) {
+        fprintf(stderr, "--commit-interval: %s\n", parsed.error().message.c_str());
+        return 2;
+      }
+      b.commit_interval = *parsed;
     }
     return cistern::bench::runBufferBench(b);
   }

@@ -34,9 +34,7 @@ std::uint64_t roundUp(std::uint64_t v, std::uint64_t unit) { return (v + unit - 
 std::uint64_t derivedMapSize(const RingOptions& o) {
   const std::uint64_t slack = std::max<std::uint64_t>(o.max_size / 8, 4 * o.commit_max_bytes);
   const std::uint64_t map = roundUp(o.max_size + slack + (8ULL << 20U), 1ULL << 20U);
-  // Always room for max_size of frames besides mapHeadroom().
-  return std::max(
-      map, roundUp(o.max_size + mapHeadroom(map, o.commit_max_bytes) + (1U << 20U), 1ULL << 20U));
+  return std::max(map, minimumMapSize(o.max_size, o.commit_max_bytes));
 }
 
 Status validateOptions(const RingOptions& o) {

@@ -36,12 +36,6 @@ namespace cistern::buffer {
 
 using SteadyTime = std::chrono::steady_clock::time_point;
 
-// What a map must hold besides the frames: pages freed by the last two commits (LMDB reuses a
-// transaction's freed pages only two transactions later), the trees and the free list. A map
-// filled to the last page cannot recover by itself: even an eviction needs fresh pages.
-inline std::uint64_t mapHeadroom(std::uint64_t map_size, std::uint64_t commit_max_bytes) {
-  return 2 * commit_max_bytes + map_size / 16 + (256U << 10U);
-}
 
 // A read transaction together with the shared hold on txn_gate that keeps the map from being
 // resized under it. The transaction is aborted before the gate is released.

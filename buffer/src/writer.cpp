@@ -143,7 +143,7 @@ bool LmdbRing::Impl::commitReady(SteadyTime now, SteadyTime& wake) const {
   if (opt.sync == SyncMode::kAlways && (queued || inbox)) return true;
   std::uint64_t pending = 0;
   for (const auto& f : sealed) pending += f.body.bytes.size();
-  if (pending >= opt.commit_max_bytes) return true;
+  if (pending >= opt.commit_max_bytes / 4) return true;
   if (oldest_pending) {
     const SteadyTime due = *oldest_pending + opt.commit_interval;
     if (now >= due) return true;

@@ -91,13 +91,6 @@ Table<LogSection> logTable() {
   return table;
 }
 
-// a + b, or the largest value when that overflows.
-std::uint64_t saturatingAdd(std::uint64_t a, std::uint64_t b) {
-  return a > std::numeric_limits<std::uint64_t>::max() - b
-             ? std::numeric_limits<std::uint64_t>::max()
-             : a + b;
-}
-
 Table<buffer::RingOptions> bufferTable() {
   using buffer::Codec;
   using buffer::FullPolicy;
@@ -143,11 +136,11 @@ Table<buffer::RingOptions> bufferTable() {
                                 std::chrono::nanoseconds(0), seconds(10))
                 .byDefault("20ms")
                 .describe("Group commit: the longest records wait before they are committed "
-                          "(unless `commit_max_bytes` are pending first)."));
+                          "(less under load, see `commit_max_bytes`)."));
   table.add(config::sizeKey("commit_max_bytes", &RingOptions::commit_max_bytes, 64 * kKiB, kGiB)
-                .byDefault("8MiB")
-                .describe("Group commit: a commit is made as soon as this many bytes are "
-                          "pending."));
+                .byDefault("4MiB")
+                .describe("Group commit: a transaction carries at most this many bytes of "
+                          "frames, and a commit starts early once a quarter of it is pending."));
   table.add(config::sizeKey("frame_max_bytes", &RingOptions::frame_max_bytes, 4 * kKiB, 64 * kMiB)
                 .byDefault("256KiB")
                 .describe("A frame is sealed once its records reach this size; a single larger "
@@ -198,16 +191,18 @@ Table<buffer::RingOptions> bufferTable() {
                     c.show("ingest_max_bytes"), c.show("frame_max_bytes"));
               });
   table.check({"map_size", "max_size", "commit_max_bytes"},
-              "`map_size`, unless 0, >= `max_size` + 2 × `commit_max_bytes`: a commit in flight "
-              "must fit in the map next to a full ring.",
+              "`map_size`, unless 0, >= (`max_size` + 2 × `commit_max_bytes` + 256KiB) × 16/15: "
+              "LMDB needs room besides the frames (two commits in flight, the trees, the free "
+              "list), or the ring evicts before `max_size`.",
               [](const RingOptions& o, const CheckContext& c) -> std::optional<std::string> {
-                const std::uint64_t needed = saturatingAdd(o.max_size, 2 * o.commit_max_bytes);
+                if (o.max_size > (1ULL << 60U)) return std::nullopt;  // max_size reports it
+                const std::uint64_t needed = buffer::minimumMapSize(o.max_size, o.commit_max_bytes);
                 if (o.map_size == 0 || o.map_size >= needed) return std::nullopt;
                 return fmt::format(
-                    "{} must be at least {} + 2 × {}, that is {}, so that a commit in flight "
-                    "fits next to a full ring; or use 0 to derive it",
-                    c.show("map_size"), c.show("max_size"), c.show("commit_max_bytes"),
-                    formatSize(needed));
+                    "{} must be at least {} for {} and {}: LMDB needs room besides the frames "
+                    "(two commits in flight, the trees, the free list); or use 0 to derive it",
+                    c.show("map_size"), formatSize(needed), c.show("max_size"),
+                    c.show("commit_max_bytes"));
               });
   return table;
 }

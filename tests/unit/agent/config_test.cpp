@@ -174,7 +174,7 @@ TEST_CASE("keys the file leaves out take the schema's defaults", "[unit]") {
     CHECK(config.buffer.sync == SyncMode::kBatch);
     CHECK(config.buffer.when_full == FullPolicy::kDropOldest);
     CHECK(config.buffer.commit_interval == 20ms);
-    CHECK(config.buffer.commit_max_bytes == 8 * kMiB);
+    CHECK(config.buffer.commit_max_bytes == 4 * kMiB);
     CHECK(config.buffer.frame_max_bytes == 256 * kKiB);
     CHECK(config.buffer.codec == Codec::kNone);
     CHECK(config.buffer.zstd_level == 1);
@@ -373,16 +373,16 @@ TEST_CASE("rules across keys are checked and explained", "[unit]") {
     CHECK(d.line == 2);
     CHECK(d.column == 20);
     CHECK(d.message ==
-          "frame_max_bytes (16MiB) must not be larger than commit_max_bytes (8MiB, the default): "
+          "frame_max_bytes (16MiB) must not be larger than commit_max_bytes (4MiB, the default): "
           "a frame is written within one commit");
   }
   SECTION("a commit must be at most a quarter of the ring, reported where the file sets it") {
-    const auto small_ring = onlyProblem("buffer:\n  sync: none\n  max_size: 16MiB\n");
+    const auto small_ring = onlyProblem("buffer:\n  sync: none\n  max_size: 8MiB\n");
     CHECK(small_ring.key == "buffer.max_size");
     CHECK(small_ring.line == 3);
     CHECK(contains(small_ring.message,
-                   "commit_max_bytes (8MiB, the default) must be at most a "
-                   "quarter of max_size (16MiB), that is 4MiB"));
+                   "commit_max_bytes (4MiB, the default) must be at most a "
+                   "quarter of max_size (8MiB), that is 2MiB"));
     CHECK(contains(small_ring.message, "eviction must be able to free room for a whole commit"));
 
     const auto both = onlyProblem("buffer:\n  max_size: 16MiB\n  commit_max_bytes: 5MiB\n");
@@ -395,10 +395,11 @@ TEST_CASE("rules across keys are checked and explained", "[unit]") {
     const auto d = onlyProblem("buffer:\n  map_size: 1GiB\n");
     CHECK(d.key == "buffer.map_size");
     CHECK(d.message ==
-          "map_size (1GiB) must be at least max_size (1GiB, the default) + 2 × commit_max_bytes "
-          "(8MiB, the default), that is 1.02GiB, so that a commit in flight fits next to a full "
-          "ring; or use 0 to derive it");
-    CHECK(parseValid("buffer: {map_size: 1040MiB}").buffer.map_size == 1040 * kMiB);
+          "map_size (1GiB) must be at least 1.08GiB for max_size (1GiB, the default) and "
+          "commit_max_bytes (4MiB, the default): LMDB needs room besides the frames (two commits "
+          "in flight, the trees, the free list); or use 0 to derive it");
+    CHECK(parseValid("buffer: {map_size: 1102MiB}").buffer.map_size == 1102 * kMiB);
+    CHECK_FALSE(parseConfig("buffer: {map_size: 1101MiB}", "t.yaml"));
     CHECK(parseValid("buffer: {map_size: 0}").buffer.map_size == 0);
   }
   SECTION("a frame must fit in the ingest queue") {

@@ -27,6 +27,20 @@ enum class Codec : std::uint8_t {
   kZstd = 1,
 };
 
+// What an LMDB map must hold besides the frames: pages freed by the last two commits (LMDB
+// reuses a transaction's freed pages only two transactions later), the trees and the free list.
+// A map filled to its last page cannot recover by itself: even an eviction needs fresh pages.
+inline std::uint64_t mapHeadroom(std::uint64_t map_size, std::uint64_t commit_max_bytes) {
+  return 2 * commit_max_bytes + map_size / 16 + (256U << 10U);
+}
+
+// The smallest map that holds max_size of frames and mapHeadroom(), rounded up to a MiB. An
+// explicit map_size below it makes the ring evict before max_size.
+inline std::uint64_t minimumMapSize(std::uint64_t max_size, std::uint64_t commit_max_bytes) {
+  const std::uint64_t need = (max_size + 2 * commit_max_bytes + (256U << 10U)) * 16 / 15 + 1;
+  return (need + (1U << 20U) - 1) / (1U << 20U) * (1U << 20U);
+}
+
 struct RingOptions {
   // Directory holding data.mdb and lock.mdb; created if missing.
   std::filesystem::path dir;
@@ -36,9 +50,11 @@ struct RingOptions {
   std::uint64_t map_size = 0;
   SyncMode sync = SyncMode::kBatch;
   FullPolicy when_full = FullPolicy::kDropOldest;
-  // Group commit: records wait at most commit_interval, or until commit_max_bytes are pending.
+  // Group commit: records wait at most commit_interval, less when a quarter of
+  // commit_max_bytes is pending (under load commits then follow each other without a pause).
   std::chrono::nanoseconds commit_interval = std::chrono::milliseconds(20);
-  std::uint64_t commit_max_bytes = 8ULL << 20U;
+  // A transaction carries at most this much; a commit starts early once a quarter is pending.
+  std::uint64_t commit_max_bytes = 4ULL << 20U;
   // A frame is sealed once its records reach this size (a single larger record gets its own).
   std::uint32_t frame_max_bytes = 256U << 10U;
   Codec codec = Codec::kNone;
