@@ -87,7 +87,7 @@ std::string readFile(const std::string& path) {
   return out.str();
 }
 
-const std::string kDocsPath = CISTERN_TEST_DATA_DIR "/../../docs/config.md";
+const std::string kDocsPath = CISTERN_SOURCE_DIR "/docs/config.md";
 
 // The text of the first ```<language> block after `heading` in the docs.
 std::string docsBlock(const std::string& docs, const std::string& heading,
