@@ -16,6 +16,8 @@ packages=(
   protobuf-compiler libprotobuf-dev
   # tools the tests and benchmarks call
   lmdb-utils procps
+  # capture tests: namespaces and veth pairs, packet replay, pcap decoding, damaged samples, test CAs
+  iproute2 tcpreplay tshark pcapfix openssl
 )
 
 missing=()

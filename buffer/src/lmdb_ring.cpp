@@ -556,6 +556,13 @@ Result<std::size_t> Consumer::readAt(FrameId from, Direction direction, ReadBatc
   return ring_.impl_->read(index_, from, direction, out, limits, &ignored);
 }
 
+Result<std::size_t> LmdbRing::scan(FrameId from, ReadBatch& out, const ReadLimits& limits,
+                                   FrameId* next) const {
+  FrameId ignored = 0;
+  return impl_->read(Impl::kNoConsumer, from, Direction::kForward, out, limits,
+                     next != nullptr ? next : &ignored);
+}
+
 void Consumer::ack(FrameId id) { ack(std::span<const FrameId>(&id, 1)); }
 
 void Consumer::ack(std::span<const FrameId> ids) {

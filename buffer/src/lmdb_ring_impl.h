@@ -150,6 +150,8 @@ struct LmdbRing::Impl {
   [[nodiscard]] std::uint64_t workBytes(std::size_t frames) const;
 
   // --- readers (read.cpp) ---
+  // `consumer` kNoConsumer: a scan of every frame present (LmdbRing::scan).
+  static constexpr std::size_t kNoConsumer = static_cast<std::size_t>(-1);
   Result<std::size_t> read(std::size_t consumer, FrameId from, Direction dir, ReadBatch& out,
                            const ReadLimits& limits, FrameId* next_pos);
   Result<ReadTxn> beginRead() const;

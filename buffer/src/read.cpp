@@ -60,7 +60,7 @@ void LmdbRing::Impl::reportCorrupt(std::size_t index, FrameId id, const Error& w
     log->error("buffer frame skipped as corrupt: {} (corrupt frames so far: {})", why.message,
                seen);
   }
-  if (opt.read_only) return;
+  if (opt.read_only || index == kNoConsumer) return;
   ConsumerLive& c = live(index);
   bool fresh = false;
   {
@@ -77,7 +77,8 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
                                          ReadBatch& out, const ReadLimits& limits,
                                          FrameId* next_pos) {
   out.clear();
-  ConsumerLive& c = live(index);
+  // A scan (index kNoConsumer) reads every frame present, whatever any consumer acknowledged.
+  ConsumerLive* c = index == kNoConsumer ? nullptr : &live(index);
   auto txn = beginRead();
   if (!txn) return tl::unexpected(txn.error());
   MDB_cursor* raw = nullptr;
@@ -89,12 +90,12 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
   FrameId pos = from == 0 ? 1 : from;
   while (out.frames_.size() < limits.max_frames &&
          (out.frames_.empty() || out.storage_.size() < limits.max_bytes)) {
-    FrameId want = 0;
-    {
-      std::lock_guard lk(c.mu);
+    FrameId want = pos;
+    if (c != nullptr) {
+      std::lock_guard lk(c->mu);
       if (forward) {
-        want = c.done.nextMissing(pos);
-      } else if (!c.done.prevMissing(pos, want)) {
+        want = c->done.nextMissing(pos);
+      } else if (!c->done.prevMissing(pos, want)) {
         break;
       }
     }
@@ -120,9 +121,9 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
       pos = id - 1;
     }
     bool done = false;
-    {
-      std::lock_guard lk(c.mu);
-      done = c.done.contains(id);
+    if (c != nullptr) {
+      std::lock_guard lk(c->mu);
+      done = c->done.contains(id);
     }
     if (!done) {
       const auto stored = lmdb::span(v);

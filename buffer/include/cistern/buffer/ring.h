@@ -30,25 +30,15 @@
 #include "cistern/buffer/verify.h"
 #include "cistern/core/record.h"
 #include "cistern/core/result.h"
+#include "cistern/core/sink.h"
 
 namespace cistern::buffer {
 
 class LmdbRing;
 
-// A key/value pair committed in the same transaction as the records appended with it (a file
-// tail's read offset, for example), so a crash neither loses nor repeats those records.
-struct StateWrite {
-  std::string key;    // 1..511 bytes
-  std::string value;  // may be empty
-};
-
-// Identifies one append() call; tickets increase by one per call.
-using Ticket = std::uint64_t;
-
-enum class Wait {
-  kNo,   // refuse with kFull when the ingest queue is at ingest_max_bytes (capture threads)
-  kYes,  // block until there is room or the ring closes
-};
+using cistern::StateWrite;
+using cistern::Ticket;
+using cistern::Wait;
 
 // What one group commit made durable (in the sync mode's sense), passed to the commit listener.
 struct CommitInfo {
@@ -193,7 +183,7 @@ class Consumer {
   FrameId next_read_ = 0;  // 0 = start at the oldest unacknowledged frame
 };
 
-class LmdbRing {
+class LmdbRing final : public RecordSink {
  public:
   // Opens (creating if needed) the ring in options.dir. Read-only mode starts no writer thread;
   // use it for inspect, verify and export, also while an agent has the ring open.
@@ -201,7 +191,7 @@ class LmdbRing {
   // kInvalidArgument (options out of range), kNotFound (read-only and no ring there).
   static Result<std::unique_ptr<LmdbRing>> open(const RingOptions& options);
 
-  ~LmdbRing();
+  ~LmdbRing() override;
   LmdbRing(const LmdbRing&) = delete;
   LmdbRing& operator=(const LmdbRing&) = delete;
 
@@ -215,11 +205,11 @@ class LmdbRing {
   // are counted in refused_queue_full), kInvalidArgument (a record failed validateRecord(); the
   // valid records before it were queued and the rest counted in refused_invalid), kClosed.
   Result<Ticket> append(std::span<const RecordInput> records,
-                        std::span<const StateWrite> state = {}, Wait wait = Wait::kNo);
+                        std::span<const StateWrite> state = {}, Wait wait = Wait::kNo) override;
 
   // Waits until the commit holding `ticket` is done. kTimeout, or kClosed if the ring closed
   // before (records then were committed or counted in dropped_at_close).
-  Status waitCommitted(Ticket ticket, std::chrono::milliseconds timeout);
+  Status waitCommitted(Ticket ticket, std::chrono::milliseconds timeout) override;
 
   // Commits everything appended so far without waiting for the group-commit window, then waits.
   Status flush(std::chrono::milliseconds timeout = std::chrono::seconds(30));
@@ -239,12 +229,19 @@ class LmdbRing {
   [[nodiscard]] std::vector<std::string> consumerNames() const;
   [[nodiscard]] std::vector<ConsumerStats> consumerStats() const;
 
+  // Fills `out` with the frames present from `from` (inclusive) in id order, whatever the
+  // consumers acknowledged, without moving any cursor (export, inspection). Frames failing their
+  // checksum are skipped and counted in corrupt_frames_seen. `next`, when not null, receives the
+  // id to continue from. Returns the number of frames; 0 at the end. Errors: kIo, kClosed.
+  Result<std::size_t> scan(FrameId from, ReadBatch& out, const ReadLimits& limits = {},
+                           FrameId* next = nullptr) const;
+
   // --- state store ---
 
   // The value last committed for `key`, or nullopt.
   Result<std::optional<std::string>> readState(std::string_view key) const;
   // Every committed key/value pair whose key starts with `prefix`.
-  Result<std::vector<StateWrite>> readStatePrefix(std::string_view prefix) const;
+  Result<std::vector<StateWrite>> readStatePrefix(std::string_view prefix) const override;
 
   // --- observation ---
 
