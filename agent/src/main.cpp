@@ -1,4 +1,5 @@
 // The cistern executable: CLI11 wiring over the commands in cistern_agent.
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -45,6 +46,16 @@ int main(int argc, char** argv) {
   check->callback(
       [&] { status = cistern::agent::checkConfigCommand(config_file, stdout, stderr); });
 
+  cistern::agent::RunOptions run_options;
+  auto* run = app.add_subcommand("run", "Capture every configured input into the buffer");
+  run->add_option("-c,--config", run_options.config_file, "Config file (YAML)")->required();
+  run->add_flag("--exit-when-done", run_options.exit_when_done,
+                "Exit once every input finished (pcap files read to the end)");
+  int stats_seconds = 60;
+  run->add_option("--stats-interval", stats_seconds,
+                  "Seconds between logged counter lines; 0 logs them only at exit")
+      ->check(CLI::Range(0, 86400));
+
   auto* buffer = app.add_subcommand("buffer", "Read-only tools for a ring buffer on disk");
   buffer->require_subcommand(1);
   std::string data_dir;
@@ -67,6 +78,27 @@ int main(int argc, char** argv) {
   auto* verify = buffer->add_subcommand("verify", "Check every frame's checksum and invariants");
   addTarget(verify);
 
+  cistern::agent::ExportOptions export_options;
+  export_options.version = CISTERN_VERSION;
+  auto* exporter = buffer->add_subcommand(
+      "export", "Write the buffered records as pcapng or NDJSON without consuming them");
+  std::string export_format;
+  auto* export_dir = exporter->add_option("--data-dir", data_dir,
+                                          "The agent's data directory, or the ring directory");
+  auto* export_cfg =
+      exporter->add_option("-c,--config", buffer_config, "Take agent.data_dir from here");
+  export_dir->excludes(export_cfg);
+  exporter->add_option("--format", export_format, "pcapng (packets) or ndjson (every record)")
+      ->required()
+      ->check(CLI::IsMember({"pcapng", "ndjson"}));
+  exporter->add_option("--output", export_options.output, "File to write; default standard output");
+  exporter->add_option("--input", export_options.input, "Only this input's records");
+  exporter->callback([&, export_dir, export_cfg] {
+    if (export_dir->count() == 0 && export_cfg->count() == 0) {
+      throw CLI::RequiredError("--data-dir or --config");
+    }
+  });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -74,6 +106,19 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? cistern::agent::kExitOk : cistern::agent::kExitCannotRun;
   }
   spdlog::set_level(verbose ? spdlog::level::info : spdlog::level::warn);
+  if (*run) {
+    run_options.verbose = verbose;
+    run_options.stats_interval = std::chrono::seconds(stats_seconds);
+    return cistern::agent::runCommand(run_options, stdout, stderr);
+  }
+  if (*exporter) {
+    status = withDataDir(data_dir, buffer_config, tool);
+    if (status != cistern::agent::kExitOk) return status;
+    export_options.data_dir = tool.data_dir;
+    export_options.format = export_format == "pcapng" ? cistern::agent::ExportFormat::kPcapng
+                                                      : cistern::agent::ExportFormat::kNdjson;
+    return cistern::agent::bufferExportCommand(export_options, stdout, stderr);
+  }
   for (auto* cmd : {inspect, verify}) {
     if (!*cmd) continue;
     status = withDataDir(data_dir, buffer_config, tool);

@@ -6,36 +6,26 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "buffer_access.h"
 #include "cistern/agent/commands.h"
 #include "cistern/buffer/ring.h"
+#include "cistern/core/record_json.h"
 #include "cistern/core/units.h"
 
 namespace cistern::agent {
-namespace {
 
-// Accepts an agent data directory (ring under buffer/) or the ring directory itself.
-std::filesystem::path resolveRingDir(const std::filesystem::path& dir) {
+Result<std::unique_ptr<buffer::LmdbRing>> openRingReadOnly(const std::filesystem::path& dir) {
   std::error_code ec;
-  if (std::filesystem::exists(bufferDirOf(dir) / "data.mdb", ec)) return bufferDirOf(dir);
-  return dir;
-}
-
-Result<std::unique_ptr<buffer::LmdbRing>> openReadOnly(const BufferToolOptions& o) {
   buffer::RingOptions ro;
-  ro.dir = resolveRingDir(o.data_dir);
+  // An agent data directory (ring under buffer/) or the ring directory itself.
+  ro.dir = std::filesystem::exists(bufferDirOf(dir) / "data.mdb", ec) ? bufferDirOf(dir) : dir;
   ro.read_only = true;
   return buffer::LmdbRing::open(ro);
 }
 
-// "2026-11-21T09:53:22.435123456Z", or "-" for 0.
-std::string isoTime(std::uint64_t ns) {
-  if (ns == 0) return "-";
-  const auto secs = static_cast<std::time_t>(ns / 1'000'000'000ULL);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ns % 1'000'000'000ULL);
-}
+namespace {
+
+std::string isoTime(std::uint64_t ns) { return formatTimestamp(static_cast<std::int64_t>(ns)); }
 
 double percent(std::uint64_t part, std::uint64_t whole) {
   return whole == 0 ? 0.0 : 100.0 * static_cast<double>(part) / static_cast<double>(whole);
@@ -81,7 +71,7 @@ nlohmann::json toJson(const buffer::ConsumerStats& c) {
 }  // namespace
 
 int bufferInspectCommand(const BufferToolOptions& options, std::FILE* out, std::FILE* err) {
-  auto ring = openReadOnly(options);
+  auto ring = openRingReadOnly(options.data_dir);
   if (!ring) {
     fmt::print(err, "cannot inspect {}: {}\n", options.data_dir.string(), ring.error().message);
     return kExitCannotRun;
@@ -132,7 +122,7 @@ int bufferInspectCommand(const BufferToolOptions& options, std::FILE* out, std::
 }
 
 int bufferVerifyCommand(const BufferToolOptions& options, std::FILE* out, std::FILE* err) {
-  auto ring = openReadOnly(options);
+  auto ring = openRingReadOnly(options.data_dir);
   if (!ring) {
     fmt::print(err, "cannot verify {}: {}\n", options.data_dir.string(), ring.error().message);
     return kExitCannotRun;

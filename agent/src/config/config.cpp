@@ -1,6 +1,7 @@
 // The agent's config schema, one table per section, and the public entry points.
 #include "cistern/agent/config.h"
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
@@ -207,6 +208,170 @@ Table<buffer::RingOptions> bufferTable() {
   return table;
 }
 
+std::optional<std::string> checkInputName(const Value& value) {
+  if (value.text.empty()) return "an input name must not be empty";
+  if (value.text.size() > 255) {
+    return fmt::format("an input name has at most 255 bytes; this one has {}", value.text.size());
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> checkListen(const Value& value) {
+  for (const char* scheme : {"udp://", "tcp://", "tls://"}) {
+    if (value.text.rfind(scheme, 0) == 0) {
+      const std::string_view rest = std::string_view(value.text).substr(6);
+      const std::size_t colon = rest.rfind(':');
+      if (colon == std::string_view::npos || colon == 0 || colon + 1 == rest.size()) {
+        return fmt::format("{} has no HOST:PORT after the scheme", config::quoteText(value.text));
+      }
+      return std::nullopt;
+    }
+  }
+  return fmt::format("{} must start with udp://, tcp:// or tls://", config::quoteText(value.text));
+}
+
+template <typename T>
+void addInputName(Table<T>& table) {
+  table.add(config::stringKey("name", &T::name)
+                .check(checkInputName, "1 to 255 bytes, unique among the inputs")
+                .describe("The input's name; every record it captures carries it."));
+}
+
+Table<capture::PcapOptions> pcapTable() {
+  using capture::PcapOptions;
+  using capture::Replay;
+  Table<PcapOptions> table;
+  addInputName(table);
+  table.add(config::stringKey("interface", &PcapOptions::interface)
+                .byDefault("")
+                .describe("Live capture on this interface (`eth0`, `any`)."));
+  table.add(config::stringKey("file", &PcapOptions::file)
+                .byDefault("")
+                .describe("Read this pcap or pcapng file instead of an interface."));
+  table.add(config::enumKey(
+                "replay", &PcapOptions::replay,
+                {
+                    {"fast", Replay::kFast, "as fast as the buffer takes it; nothing is dropped."},
+                    {"realtime", Replay::kRealtime, "at the pace of the packets' timestamps."},
+                })
+                .byDefault("fast")
+                .describe("How a `file` is replayed."));
+  table.add(config::stringKey("filter", &PcapOptions::filter)
+                .byDefault("")
+                .describe("BPF filter expression (tcpdump syntax); empty captures everything."));
+  table.add(config::integerKey("snaplen", &PcapOptions::snaplen, 64, 262144)
+                .byDefault("262144")
+                .unit("bytes")
+                .describe("Bytes kept of each packet."));
+  table.add(config::boolKey("promiscuous", &PcapOptions::promiscuous)
+                .byDefault("true")
+                .describe("Live: put the interface in promiscuous mode."));
+  table.add(config::sizeKey("buffer_size", &PcapOptions::buffer_size, kMiB, 2 * kGiB)
+                .byDefault("32MiB")
+                .describe("Live: the kernel's capture ring (TPACKET_V3)."));
+  table.add(config::durationKey("block_timeout", &PcapOptions::block_timeout, milliseconds(1),
+                                seconds(10))
+                .byDefault("100ms")
+                .describe("Live: the longest the kernel holds a block of packets before handing "
+                          "it over."));
+  table.check({"interface", "file"}, "Exactly one of `interface` and `file`.",
+              [](const PcapOptions& o, const config::CheckContext&) -> std::optional<std::string> {
+                if (o.interface.empty() == o.file.empty()) {
+                  return "give exactly one of 'interface' (live capture) and 'file'";
+                }
+                return std::nullopt;
+              });
+  return table;
+}
+
+Table<capture::FileTailOptions> fileTable() {
+  using capture::FileTailOptions;
+  using capture::LongLines;
+  using capture::StartAt;
+  Table<FileTailOptions> table;
+  addInputName(table);
+  table.add(config::stringListKey("paths", &FileTailOptions::paths)
+                .check(checkNotEmpty, "a glob pattern")
+                .describe("Files to tail: glob patterns, re-evaluated at every poll so files that "
+                          "appear later are picked up. Include rotated names (`app.log*`) so a "
+                          "restart right after a rotation finishes the old file."));
+  table.add(config::enumKey("start_at", &FileTailOptions::start_at,
+                            {
+                                {"beginning", StartAt::kBeginning, "read existing content."},
+                                {"end", StartAt::kEnd, "only what is appended from now on."},
+                            })
+                .byDefault("end")
+                .describe("Where to start in a file found at startup that has no saved offset. "
+                          "Files that appear later are always read from their beginning."));
+  table.add(config::sizeKey("max_line_bytes", &FileTailOptions::max_line_bytes, 256, 16 * kMiB)
+                .byDefault("64KiB")
+                .describe("The longest line kept as one record; see `long_lines`."));
+  table.add(config::enumKey("long_lines", &FileTailOptions::long_lines,
+                            {
+                                {"split", LongLines::kSplit,
+                                 "into records of `max_line_bytes`, flagged as continued."},
+                                {"truncate", LongLines::kTruncate,
+                                 "keep the first `max_line_bytes`; the rest is counted."},
+                            })
+                .byDefault("split")
+                .describe("What happens to a line longer than `max_line_bytes`."));
+  table.add(config::durationKey("poll_interval", &FileTailOptions::poll_interval, milliseconds(10),
+                                seconds(60))
+                .byDefault("250ms")
+                .describe("How often files are checked for new data, rotation and new matches."));
+  table.add(config::sizeKey("fingerprint_bytes", &FileTailOptions::fingerprint_bytes, 16, 64 * kKiB)
+                .byDefault("256")
+                .describe("Bytes at a file's start that identify it with its device and inode, "
+                          "so a reused inode is not mistaken for the old file."));
+  return table;
+}
+
+Table<capture::SyslogOptions> syslogTable() {
+  using capture::SyslogOptions;
+  Table<SyslogOptions> table;
+  addInputName(table);
+  table.add(config::stringKey("listen", &SyslogOptions::listen)
+                .check(checkListen, "`udp://HOST:PORT`, `tcp://HOST:PORT` or `tls://HOST:PORT`")
+                .describe("Where to receive syslog messages (RFC 5424 or RFC 3164). TCP and TLS "
+                          "accept octet-counted and LF-terminated framing."));
+  table.add(config::sizeKey("max_message_bytes", &SyslogOptions::max_message_bytes, 480, 16 * kMiB)
+                .byDefault("64KiB")
+                .describe("Longer messages are truncated to this and counted."));
+  table.add(config::integerKey("max_connections", &SyslogOptions::max_connections, 1, 100000)
+                .byDefault("256")
+                .unit("connections")
+                .describe("TCP/TLS: connections beyond this are closed at once and counted."));
+  table.add(config::durationKey("idle_timeout", &SyslogOptions::idle_timeout,
+                                std::chrono::nanoseconds(0), std::chrono::hours(24))
+                .byDefault("5m")
+                .describe("TCP/TLS: close a connection idle this long; 0 never does."));
+  table.add(config::stringKey("tls_cert_file", &SyslogOptions::tls_cert_file)
+                .byDefault("")
+                .describe("TLS: the server certificate chain (PEM)."));
+  table.add(config::stringKey("tls_key_file", &SyslogOptions::tls_key_file)
+                .byDefault("")
+                .describe("TLS: the server's private key (PEM)."));
+  table.add(config::stringKey("tls_client_ca_file", &SyslogOptions::tls_client_ca_file)
+                .byDefault("")
+                .describe("TLS: when set, clients must present a certificate signed by this CA "
+                          "(PEM)."));
+  table.check(
+      {"listen", "tls_cert_file", "tls_key_file"},
+      "`tls://` needs `tls_cert_file` and `tls_key_file`; the TLS keys need `tls://`.",
+      [](const SyslogOptions& o, const config::CheckContext&) -> std::optional<std::string> {
+        const bool tls = o.listen.rfind("tls://", 0) == 0;
+        if (tls && (o.tls_cert_file.empty() || o.tls_key_file.empty())) {
+          return "a tls:// listener needs 'tls_cert_file' and 'tls_key_file'";
+        }
+        if (!tls && (!o.tls_cert_file.empty() || !o.tls_key_file.empty() ||
+                     !o.tls_client_ca_file.empty())) {
+          return "the tls_* keys only apply to a tls:// listener";
+        }
+        return std::nullopt;
+      });
+  return table;
+}
+
 Table<Config> buildSchema() {
   Table<Config> table;
   table.add(config::section("agent", &Config::agent, agentTable(),
@@ -215,7 +380,46 @@ Table<Config> buildSchema() {
   table.add(config::section("buffer", &Config::buffer, bufferTable(),
                             "The durable ring buffer (LMDB) that keeps records on disk until "
                             "their consumers acknowledge them."));
+  table.add(config::listOf<Config, InputConfig>(
+      "inputs", &Config::inputs, "type",
+      {
+          config::alternative<InputConfig>("pcap", pcapTable(),
+                                           "Packets from a live interface or a pcap file."),
+          config::alternative<InputConfig>("file", fileTable(),
+                                           "Lines appended to files, across rotation."),
+          config::alternative<InputConfig>("syslog", syslogTable(),
+                                           "Syslog messages over UDP, TCP or TLS."),
+      },
+      "What the agent captures. Each entry's `name` is unique; records carry it."));
   return table;
+}
+
+// Input names are unique: they key each input's counters and its saved file offsets. Checked on
+// the document so the message points at the repeated entry.
+void checkUniqueInputNames(const config::Node* root, config::DiagnosticSink& sink) {
+  const config::Node* list = nullptr;
+  for (const auto& [key, value] : root->entries) {
+    if (key->isScalar() && key->text == "inputs") list = value;
+  }
+  if (list == nullptr || !list->isSequence()) return;
+  std::vector<std::pair<std::string, std::size_t>> seen;
+  for (std::size_t i = 0; i < list->items.size(); ++i) {
+    const config::Node& entry = *list->items[i];
+    if (!entry.isMapping()) continue;
+    for (const auto& [key, value] : entry.entries) {
+      if (!key->isScalar() || key->text != "name" || !value->isScalar()) continue;
+      const auto first = std::find_if(seen.begin(), seen.end(),
+                                      [&](const auto& s) { return s.first == value->text; });
+      if (first != seen.end()) {
+        sink.report(value->mark, fmt::format("inputs[{}].name", i),
+                    fmt::format("duplicate input name {}; inputs[{}] has it already",
+                                config::quoteText(value->text), first->second));
+      } else {
+        seen.emplace_back(value->text, i);
+      }
+      break;
+    }
+  }
 }
 
 const Table<Config>& schema() {
@@ -261,6 +465,7 @@ Result<Config> parseOrThrow(std::string_view text, std::string_view file_name,
     } else {
       config::ParseContext context{sink, knownPaths()};
       schema().parse(result, root, "", root->mark, context);
+      checkUniqueInputNames(root, sink);
     }
   }
   if (sink.empty()) return result;
@@ -276,6 +481,21 @@ tl::unexpected<Error> fileProblem(ErrorCode code, std::string_view file, std::st
 }
 
 }  // namespace
+
+const std::string& inputName(const InputConfig& input) {
+  return std::visit([](const auto& o) -> const std::string& { return o.name; }, input);
+}
+
+const char* inputType(const InputConfig& input) {
+  switch (input.index()) {
+    case 0:
+      return "pcap";
+    case 1:
+      return "file";
+    default:
+      return "syslog";
+  }
+}
 
 Result<Config> parseConfig(std::string_view text, std::string_view file_name,
                            std::vector<ConfigDiagnostic>* diagnostics) {

@@ -201,6 +201,8 @@ std::string typeCell(const KeySpec& spec) {
       return "duration";
     case KeyType::kEnum:
       return "enum";
+    case KeyType::kStringList:
+      return "list of strings";
   }
   return "?";
 }
@@ -231,6 +233,9 @@ std::string allowedCell(const KeySpec& spec) {
     case KeyType::kEnum:
       allowed = joinNames(choiceNames(spec), "`");
       break;
+    case KeyType::kStringList:
+      return spec.check_doc.empty() ? std::string("one or more strings")
+                                    : "one or more strings, each " + spec.check_doc;
   }
   if (!spec.check_doc.empty()) allowed += "; " + spec.check_doc;
   return allowed;
@@ -269,6 +274,10 @@ tl::expected<Value, ValueError> convertValue(const KeySpec& spec, std::string_vi
     case KeyType::kEnum:
       value = convertEnum(spec, text);
       break;
+    case KeyType::kStringList:
+      value = convertString(text);
+      if (value) value->list.push_back(value->text);
+      break;
   }
   if (value && spec.check) {
     if (auto problem = spec.check(*value)) return reject(std::move(*problem));
@@ -290,6 +299,8 @@ std::string expectedValue(const KeySpec& spec) {
       return "a duration such as 250ms";
     case KeyType::kEnum:
       return fmt::format("one of {}", joinNames(choiceNames(spec)));
+    case KeyType::kStringList:
+      return "a list of strings";
   }
   return "a value";
 }

@@ -37,18 +37,22 @@
 
 namespace cistern::agent::config {
 
-enum class KeyType { kString, kBool, kInteger, kSize, kDuration, kEnum };
+// kStringList: a YAML list of strings, or one string meaning a list of one; `check` applies to
+// each item.
+enum class KeyType { kString, kBool, kInteger, kSize, kDuration, kEnum, kStringList };
 
 // A converted value. The field that holds it follows the key's type: kString -> text,
 // kBool -> flag, kInteger and kEnum -> integer (an enum's EnumChoice::value), kSize -> bytes,
-// kDuration -> duration. (A plain struct rather than a std::variant: GCC 12 with sanitizers
-// reports false "may be used uninitialized" warnings for a variant holding a std::string.)
+// kDuration -> duration, kStringList -> list. (A plain struct rather than a std::variant: GCC 12
+// with sanitizers reports false "may be used uninitialized" warnings for a variant holding a
+// std::string.)
 struct Value {
   std::string text;
   bool flag = false;
   std::int64_t integer = 0;
   std::uint64_t bytes = 0;
   std::chrono::nanoseconds duration{0};
+  std::vector<std::string> list;
 };
 
 struct EnumChoice {
@@ -192,6 +196,15 @@ Key<T> stringKey(std::string name, M T::*member) {
   spec.type = KeyType::kString;
   return Key<T>(std::move(spec),
                 [member](T& target, const Value& value) { target.*member = M(value.text); });
+}
+
+template <typename T>
+Key<T> stringListKey(std::string name, std::vector<std::string> T::*member) {
+  KeySpec spec;
+  spec.name = std::move(name);
+  spec.type = KeyType::kStringList;
+  return Key<T>(std::move(spec),
+                [member](T& target, const Value& value) { target.*member = value.list; });
 }
 
 template <typename T>
@@ -520,6 +533,32 @@ class Table {
                                               "default ({})",
                                               expectedValue(spec), defaultForMessage(spec))
                                 : fmt::format("has no value; give {}", expectedValue(spec)));
+        return;
+      }
+      if (spec.type == KeyType::kStringList && value.isSequence()) {
+        Value list;
+        for (std::size_t i = 0; i < value.items.size(); ++i) {
+          const Node& item = *value.items[i];
+          const std::string item_path = fmt::format("{}[{}]", key_path, i);
+          if (!item.isScalar()) {
+            state.failed = true;
+            context.sink.report(item.mark, item_path,
+                                fmt::format("expected a string, got {}", describeKind(item.kind)));
+            continue;
+          }
+          auto converted = convertValue(spec, item.text);
+          if (!converted) {
+            state.failed = true;
+            context.sink.report(item.mark, item_path, converted.error().message);
+            continue;
+          }
+          list.list.push_back(item.text);
+        }
+        if (list.list.empty() && !state.failed) {
+          state.failed = true;
+          context.sink.report(value.mark, key_path, "the list is empty; give at least one entry");
+        }
+        if (!state.failed) key.store(target, list);
         return;
       }
       if (!value.isScalar()) {

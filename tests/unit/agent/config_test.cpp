@@ -7,6 +7,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -229,7 +230,7 @@ TEST_CASE("an unknown key names the nearest valid one", "[unit]") {
     const auto d = onlyProblem("outputs:\n  - kafka\n");
     CHECK(d.key == "outputs");
     CHECK(d.suggestion.empty());
-    CHECK(d.message == "unknown section; valid sections are 'agent', 'log', 'buffer'");
+    CHECK(d.message == "unknown section; valid sections are 'agent', 'log', 'buffer', 'inputs'");
   }
   SECTION("an unknown key with nothing close lists the section's keys") {
     const auto d = onlyProblem("buffer:\n  path: /tmp/x\n");
@@ -478,10 +479,11 @@ TEST_CASE("an empty file or a top level that is no mapping is an error", "[unit]
     CHECK(d.key.empty());
     CHECK(d.message ==
           "the file has no settings; write a mapping of sections ('agent', 'log', "
-          "'buffer')");
+          "'buffer', 'inputs')");
   }
   CHECK(onlyProblem("- agent\n- log\n").message ==
-        "the top level must be a mapping of sections ('agent', 'log', 'buffer'), not a list");
+        "the top level must be a mapping of sections ('agent', 'log', 'buffer', 'inputs'), "
+        "not a list");
   CHECK(contains(onlyProblem("hello").message, "not a single value"));
   const auto second = onlyProblem("log: {}\n---\nbuffer: {}\n");
   CHECK(second.line == 2);
@@ -775,4 +777,114 @@ TEST_CASE("loadConfigFile names the path and the system's reason when it cannot 
   CHECK(directory.error().code == ErrorCode::kIo);
   CHECK(contains(directory.error().message, dir.path().string()));
   CHECK(contains(directory.error().message, "Is a directory"));
+}
+
+TEST_CASE("inputs of every type are parsed with their defaults", "[unit]") {
+  using cistern::capture::FileTailOptions;
+  using cistern::capture::PcapOptions;
+  using cistern::capture::SyslogOptions;
+  const Config c = parseValid(R"(
+inputs:
+  - type: pcap
+    name: tap
+    interface: eth1
+    filter: "udp port 53"
+  - type: pcap
+    name: replay
+    file: /data/x.pcap
+    replay: realtime
+    snaplen: 1500
+  - type: file
+    name: app
+    paths: [/var/log/app.log*, "/var/log/other/*.log"]
+    start_at: beginning
+    max_line_bytes: 1KiB
+    long_lines: truncate
+  - type: file
+    name: one
+    paths: /var/log/one.log
+  - type: syslog
+    name: tls
+    listen: tls://0.0.0.0:6514
+    tls_cert_file: /etc/c.pem
+    tls_key_file: /etc/k.pem
+    max_connections: 10
+)");
+  REQUIRE(c.inputs.size() == 5);
+  const auto& tap = std::get<PcapOptions>(c.inputs[0]);
+  CHECK(tap.name == "tap");
+  CHECK(tap.interface == "eth1");
+  CHECK(tap.filter == "udp port 53");
+  CHECK(tap.snaplen == 262144);
+  CHECK(tap.promiscuous);
+  CHECK(tap.buffer_size == 32 * kMiB);
+  CHECK(tap.block_timeout == 100ms);
+  const auto& replay = std::get<PcapOptions>(c.inputs[1]);
+  CHECK(replay.replay == cistern::capture::Replay::kRealtime);
+  CHECK(replay.snaplen == 1500);
+  const auto& app = std::get<FileTailOptions>(c.inputs[2]);
+  CHECK(app.paths == std::vector<std::string>{"/var/log/app.log*", "/var/log/other/*.log"});
+  CHECK(app.start_at == cistern::capture::StartAt::kBeginning);
+  CHECK(app.max_line_bytes == kKiB);
+  CHECK(app.long_lines == cistern::capture::LongLines::kTruncate);
+  const auto& one = std::get<FileTailOptions>(c.inputs[3]);
+  CHECK(one.paths == std::vector<std::string>{"/var/log/one.log"});
+  CHECK(one.start_at == cistern::capture::StartAt::kEnd);
+  CHECK(one.poll_interval == 250ms);
+  const auto& tls = std::get<SyslogOptions>(c.inputs[4]);
+  CHECK(tls.listen == "tls://0.0.0.0:6514");
+  CHECK(tls.max_connections == 10);
+  CHECK(tls.max_message_bytes == 64 * kKiB);
+  CHECK(cistern::agent::inputName(c.inputs[4]) == "tls");
+  CHECK(std::string(cistern::agent::inputType(c.inputs[4])) == "syslog");
+}
+
+TEST_CASE("bad inputs are all reported in one run", "[unit]") {
+  const auto found = parseInvalid(R"(
+inputs:
+  - type: pcapp
+    name: a
+  - type: pcap
+    name: b
+  - type: pcap
+    name: c
+    interface: eth0
+    file: /x.pcap
+  - type: file
+    name: d
+    paths: []
+  - type: syslog
+    name: e
+    listen: http://0.0.0.0:514
+  - type: syslog
+    name: f
+    listen: tls://0.0.0.0:6514
+  - type: syslog
+    name: f
+    listen: udp://0.0.0.0:514
+    snaplen: 5
+  - name: g
+)");
+  auto has = [&](const std::string& key, const std::string& part) {
+    for (const auto& d : found) {
+      if (d.key == key && contains(d.message, part)) return true;
+    }
+    return false;
+  };
+  CHECK(has("inputs[0].type", "unknown type 'pcapp'"));
+  CHECK(has("inputs[1].interface", "exactly one of 'interface'"));
+  CHECK(has("inputs[2].interface", "exactly one of 'interface'"));
+  CHECK(has("inputs[3].paths", "the list is empty"));
+  CHECK(has("inputs[4].listen", "must start with udp://, tcp:// or tls://"));
+  CHECK(has("inputs[5].listen", "needs 'tls_cert_file' and 'tls_key_file'"));
+  CHECK(has("inputs[6].name", "duplicate input name 'f'"));
+  CHECK(has("inputs[6].snaplen", "unknown key"));
+  CHECK(has("inputs[7]", "has no 'type' key"));
+  for (const auto& d : found) CHECK(d.line > 0);
+}
+
+TEST_CASE("the inputs example in docs/config.md is valid", "[unit][docs]") {
+  const std::string docs = readFile(kDocsPath);
+  const Config c = parseValid(docsBlock(docs, "## Inputs", "yaml"));
+  CHECK(c.inputs.size() == 4);
 }

@@ -5,8 +5,10 @@
 // (missing directory, unreadable file, LMDB error).
 #pragma once
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <string>
 
 namespace cistern::agent {
 
@@ -32,5 +34,34 @@ int bufferInspectCommand(const BufferToolOptions& options, std::FILE* out, std::
 // `cistern buffer verify`: checks every frame and invariant; exit 1 and the bad frame ids when
 // anything is wrong.
 int bufferVerifyCommand(const BufferToolOptions& options, std::FILE* out, std::FILE* err);
+
+struct RunOptions {
+  std::filesystem::path config_file;
+  // Exit once every input has finished (pcap files read to the end); live inputs never finish.
+  bool exit_when_done = false;
+  bool verbose = false;                     // -v given: keep the log level the CLI set
+  std::chrono::seconds stats_interval{60};  // log every input's counters this often; 0 never
+};
+
+// `cistern run -c FILE`: captures every configured input into the ring until SIGINT/SIGTERM,
+// then prints every input's counters and the buffer's totals as one JSON line on `out`.
+// Exit 1 for a bad config, 2 when the buffer or an input cannot start (every such input is
+// reported).
+int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err);
+
+enum class ExportFormat { kPcapng, kNdjson };
+
+struct ExportOptions {
+  std::filesystem::path data_dir;  // as BufferToolOptions::data_dir
+  ExportFormat format = ExportFormat::kNdjson;
+  std::filesystem::path output;  // empty or "-": standard output
+  std::string input;             // only this input's records; empty: all
+  std::string version;           // written into the pcapng section header
+};
+
+// `cistern buffer export`: every buffered record, oldest first, without consuming anything:
+// packets as pcapng, or every record as one JSON object per line. A summary goes to `err`.
+// Exit 1 when damaged records or corrupt frames were skipped (the rest is exported).
+int bufferExportCommand(const ExportOptions& options, std::FILE* out, std::FILE* err);
 
 }  // namespace cistern::agent

@@ -13,9 +13,13 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "cistern/buffer/options.h"
+#include "cistern/capture/file_tail_source.h"
+#include "cistern/capture/pcap_source.h"
+#include "cistern/capture/syslog_source.h"
 #include "cistern/core/result.h"
 
 namespace cistern::agent {
@@ -36,6 +40,14 @@ struct LogSection {
   LogLevel level = LogLevel::kInfo;
 };
 
+// One entry of `inputs:`, by its `type`: pcap, file or syslog.
+using InputConfig =
+    std::variant<capture::PcapOptions, capture::FileTailOptions, capture::SyslogOptions>;
+
+// The entry's `name` and `type` ("pcap", "file", "syslog").
+const std::string& inputName(const InputConfig& input);
+const char* inputType(const InputConfig& input);
+
 // A parsed and validated configuration. parseConfig() sets every field the schema knows, from the
 // file or from the schema's default; buffer.dir and buffer.read_only are not config keys and stay
 // empty/false (the agent derives the buffer directory from agent.data_dir).
@@ -43,6 +55,7 @@ struct Config {
   AgentSection agent;
   LogSection log;
   buffer::RingOptions buffer;
+  std::vector<InputConfig> inputs;  // names are unique
 };
 
 // One problem found in a config file.

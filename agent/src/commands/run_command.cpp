@@ -1,0 +1,208 @@
+// `cistern run -c FILE`: the agent's main job. Opens the ring, creates every configured input
+// (reporting every input that cannot start, all at once), captures until SIGINT or SIGTERM (or,
+// with --exit-when-done, until every input finished), then stops the inputs, commits what they
+// handed over, and prints every counter as one JSON object.
+//
+// Signals are blocked before any thread starts and taken with sigtimedwait() on this thread, so
+// no handler runs inside a capture or writer thread.
+#include <pthread.h>
+#include <signal.h>
+
+#include <chrono>
+#include <ctime>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
+
+#include "cistern/agent/commands.h"
+#include "cistern/agent/config.h"
+#include "cistern/buffer/ring.h"
+
+namespace cistern::agent {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::shared_ptr<spdlog::logger> agentLogger() {
+  if (auto existing = spdlog::get("agent")) return existing;
+  return spdlog::stderr_color_mt("agent");
+}
+
+spdlog::level::level_enum toSpdlog(LogLevel level) {
+  switch (level) {
+    case LogLevel::kTrace:
+      return spdlog::level::trace;
+    case LogLevel::kDebug:
+      return spdlog::level::debug;
+    case LogLevel::kInfo:
+      return spdlog::level::info;
+    case LogLevel::kWarn:
+      return spdlog::level::warn;
+    case LogLevel::kError:
+      return spdlog::level::err;
+    case LogLevel::kOff:
+      return spdlog::level::off;
+  }
+  return spdlog::level::info;
+}
+
+Result<std::unique_ptr<capture::Source>> makeSource(const InputConfig& input, RecordSink& sink) {
+  switch (input.index()) {
+    case 0:
+      return capture::makePcapSource(std::get<capture::PcapOptions>(input), sink);
+    case 1:
+      return capture::makeFileTailSource(std::get<capture::FileTailOptions>(input), sink);
+    default:
+      return capture::makeSyslogSource(std::get<capture::SyslogOptions>(input), sink);
+  }
+}
+
+struct Input {
+  std::string type;
+  std::unique_ptr<capture::Source> source;
+};
+
+nlohmann::json countersJson(const capture::Source& source) {
+  nlohmann::json counters = nlohmann::json::object();
+  for (const auto& c : source.counters()) {
+    counters[c.name] = c.known ? nlohmann::json(c.value) : nlohmann::json(nullptr);
+  }
+  return counters;
+}
+
+nlohmann::json report(const std::vector<Input>& inputs, const buffer::RingStats& s) {
+  nlohmann::json j;
+  j["inputs"] = nlohmann::json::array();
+  for (const auto& in : inputs) {
+    j["inputs"].push_back({{"name", in.source->name()},
+                           {"type", in.type},
+                           {"finished", in.source->finished()},
+                           {"counters", countersJson(*in.source)}});
+  }
+  j["buffer"] = {{"frames", s.frames},
+                 {"records", s.records},
+                 {"used_bytes", s.used_bytes},
+                 {"appended_records", s.appended_records},
+                 {"evicted_records", s.evicted_records},
+                 {"refused_queue_full", s.refused_queue_full},
+                 {"refused_invalid", s.refused_invalid},
+                 {"dropped_map_full", s.dropped_map_full},
+                 {"dropped_at_close", s.dropped_at_close},
+                 {"corrupt_frames_seen", s.corrupt_frames_seen}};
+  return j;
+}
+
+void logStats(spdlog::logger& log, const std::vector<Input>& inputs) {
+  for (const auto& in : inputs) {
+    std::string fields;
+    for (const auto& c : in.source->counters()) {
+      fields += c.known ? fmt::format(" {}={}", c.name, c.value) : fmt::format(" {}=?", c.name);
+    }
+    log.info("input={}{}", in.source->name(), fields);
+  }
+}
+
+bool allFinished(const std::vector<Input>& inputs) {
+  for (const auto& in : inputs) {
+    if (!in.source->finished()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err) {
+  auto config = loadConfigFile(options.config_file);
+  if (!config) {
+    fmt::print(err, "{}\n", config.error().message);
+    return kExitCheckFailed;
+  }
+  if (!options.verbose) spdlog::set_level(toSpdlog(config->log.level));
+  auto log = agentLogger();
+
+  // Before any thread exists, so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  buffer::RingOptions ring_options = config->buffer;
+  ring_options.dir = bufferDirOf(config->agent.data_dir);
+  auto ring = buffer::LmdbRing::open(ring_options);
+  if (!ring) {
+    fmt::print(err, "cannot open the buffer in {}: {}\n", ring_options.dir.string(),
+               ring.error().message);
+    return kExitCannotRun;
+  }
+
+  std::vector<Input> inputs;
+  bool failed = false;
+  for (const auto& input : config->inputs) {
+    auto source = makeSource(input, **ring);
+    if (!source) {
+      fmt::print(err, "{}\n", source.error().message);
+      failed = true;
+      continue;
+    }
+    inputs.push_back({inputType(input), std::move(*source)});
+  }
+  for (auto& in : inputs) {
+    if (failed) break;
+    if (auto started = in.source->start(); !started) {
+      fmt::print(err, "{}\n", started.error().message);
+      failed = true;
+    }
+    const std::string where = in.source->localAddress();
+    log->info("input={} type={} started{}", in.source->name(), in.type,
+              where.empty() ? std::string() : " listening=" + where);
+  }
+  if (failed) {
+    for (auto& in : inputs) in.source->stop();
+    (void)(*ring)->close();
+    return kExitCannotRun;
+  }
+  if (inputs.empty()) log->warn("no inputs are configured; nothing will be captured");
+  log->info("running: data_dir={} inputs={}", config->agent.data_dir.string(), inputs.size());
+
+  auto last_stats = Clock::now();
+  int signal_seen = 0;
+  while (signal_seen == 0) {
+    timespec wait{0, 200'000'000};
+    const int sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig == SIGHUP) {
+      log->warn("SIGHUP: reloading the config is not supported yet; restart the agent");
+    } else if (sig > 0) {
+      signal_seen = sig;
+    }
+    if (options.exit_when_done && !inputs.empty() && allFinished(inputs)) break;
+    if (options.stats_interval.count() > 0 && Clock::now() - last_stats >= options.stats_interval) {
+      logStats(*log, inputs);
+      last_stats = Clock::now();
+    }
+  }
+  if (signal_seen != 0) log->info("signal {}: stopping", signal_seen);
+  for (auto& in : inputs) in.source->stop();
+  int status = kExitOk;
+  if (auto flushed = (*ring)->flush(); !flushed) {
+    fmt::print(err, "committing the last records failed: {}\n", flushed.error().message);
+    status = kExitCannotRun;
+  }
+  logStats(*log, inputs);
+  const auto stats = (*ring)->stats();
+  if (auto closed = (*ring)->close(); !closed) {
+    fmt::print(err, "closing the buffer failed: {}\n", closed.error().message);
+    status = kExitCannotRun;
+  }
+  fmt::print(out, "{}\n", report(inputs, stats).dump());
+  std::fflush(out);
+  return status;
+}
+
+}  // namespace cistern::agent
