@@ -330,8 +330,11 @@ void tooSlow(double rate, bool verify_beside) {
   LmdbRing& ring = **opened;
   const std::uint64_t initial_map_size = ring.stats().map_size;
   auto* out = ring.consumer("out").value();
-  // Four frames (256 KiB) per 5 ms: at most ~50 MiB/s.
+  // Four frames (256 KiB) per 5 ms: at most ~50 MiB/s. On a loaded machine the producer may be
+  // slower than that, so the reader also stays 1.5 x max_size behind it: eviction is certain.
   Reader reader(*out, 5000us, 4);
+  reader.setAppended(0);
+  reader.setHoldBack(o.max_size * 3 / 2 / kRecordBytes);
 
   const std::uint64_t total = 10 * o.max_size / kRecordBytes / kBatch * kBatch;
   std::vector<std::vector<std::byte>> payloads;
@@ -341,6 +344,7 @@ void tooSlow(double rate, bool verify_beside) {
   const double t_start = wallSeconds();
   for (std::uint64_t at = 0; at < total; at += kBatch) {
     appendRange(ring, at, kBatch, payloads);
+    reader.setAppended(at + kBatch);
     max_used = std::max(max_used, ring.stats().used_bytes);
     if (rate > 0) {
       const double due = t_start + mib((at + kBatch) * kRecordBytes) / rate;
@@ -350,6 +354,7 @@ void tooSlow(double rate, bool verify_beside) {
   }
   const int verifies = verifier ? verifier->stop() : 0;
   REQUIRE_OK(ring.flush());
+  reader.setHoldBack(0);
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   while (reader.next() < total && std::chrono::steady_clock::now() < deadline) {
     REQUIRE_FALSE(reader.failed());
