@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include "subprocess.h"
@@ -40,7 +40,8 @@ std::vector<Packet> makePackets(std::size_t n) {
     p.ts_ns = 1'700'000'000'000'000'000ULL + i * 1'234'567ULL + (i % 7);
     const std::size_t len = 60 + (i * 37) % 1400;
     p.bytes.resize(len);
-    for (std::size_t b = 0; b < len; ++b) p.bytes[b] = static_cast<unsigned char>((i * 131 + b) & 0xFFU);
+    for (std::size_t b = 0; b < len; ++b)
+      p.bytes[b] = static_cast<unsigned char>((i * 131 + b) & 0xFFU);
     p.bytes[12] = 0x08;  // EtherType IPv4, so a filter on "ip" would keep them all
     p.bytes[13] = 0x00;
     p.original_length = static_cast<std::uint32_t>(len + (i % 3 == 0 ? 100 : 0));
@@ -50,8 +51,8 @@ std::vector<Packet> makePackets(std::size_t n) {
 }
 
 void writePcap(const std::filesystem::path& path, const std::vector<Packet>& packets) {
-  pcap_t* dead = pcap_open_dead_with_tstamp_precision(DLT_EN10MB, 262144,
-                                                      PCAP_TSTAMP_PRECISION_NANO);
+  pcap_t* dead =
+      pcap_open_dead_with_tstamp_precision(DLT_EN10MB, 262144, PCAP_TSTAMP_PRECISION_NANO);
   REQUIRE(dead != nullptr);
   pcap_dumper_t* dumper = pcap_dump_open(dead, path.c_str());
   REQUIRE(dumper != nullptr);
@@ -69,8 +70,8 @@ void writePcap(const std::filesystem::path& path, const std::vector<Packet>& pac
 
 std::vector<Packet> readCapture(const std::filesystem::path& path) {
   char errbuf[PCAP_ERRBUF_SIZE] = {};
-  pcap_t* p = pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO,
-                                                      errbuf);
+  pcap_t* p =
+      pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO, errbuf);
   INFO(errbuf);
   REQUIRE(p != nullptr);
   std::vector<Packet> out;
@@ -115,7 +116,8 @@ TEST_CASE("a pcap file through cistern run comes back out of export identical", 
   TempDir dir;
   const auto packets = makePackets(2000);
   writePcap(dir / "in.pcap", packets);
-  const auto config = writeFile(dir / "agent.yaml", fmt::format(R"(
+  const auto config = writeFile(dir / "agent.yaml",
+                                fmt::format(R"(
 agent:
   data_dir: {}
 buffer:
@@ -125,8 +127,7 @@ inputs:
     name: replay
     file: {}
 )",
-                                                             (dir / "data").string(),
-                                                             (dir / "in.pcap").string()));
+                                            (dir / "data").string(), (dir / "in.pcap").string()));
   auto r = run({cisternBin(), "run", "-c", config.string(), "--exit-when-done"},
                std::chrono::seconds(60));
   INFO(r.err);
@@ -167,11 +168,14 @@ inputs:
   }
 
   // Export does not consume: a second export gives the same packets; a filtered one none.
-  auto again = run({cisternBin(), "buffer", "export", "--data-dir", (dir / "data").string(),
-                    "--format", "pcapng", "--input", "other", "--output",
-                    (dir / "none.pcapng").string()});
+  auto again =
+      run({cisternBin(), "buffer", "export", "--data-dir", (dir / "data").string(), "--format",
+           "pcapng", "--input", "other", "--output", (dir / "none.pcapng").string()});
   CHECK(again.exit_code == 0);
-  CHECK(readCapture(dir / "none.pcapng").empty());
+  // No packets: a section header alone (libpcap refuses a file without interfaces; nothing to
+  // read in it anyway).
+  CHECK(again.err.find("exported 0 records") != std::string::npos);
+  CHECK(std::filesystem::file_size(dir / "none.pcapng") < 100);
   CHECK(readCapture(dir / "out.pcapng").size() == packets.size());
 }
 
@@ -183,14 +187,14 @@ TEST_CASE("a BPF filter keeps only matching packets, and the counts reconcile", 
     packets[i].bytes[13] = 0xDD;
   }
   writePcap(dir / "in.pcap", packets);
-  const auto config = writeFile(dir / "agent.yaml", fmt::format(R"(
+  const auto config = writeFile(dir / "agent.yaml",
+                                fmt::format(R"(
 agent: {{data_dir: {}}}
 buffer: {{max_size: 64MiB}}
 inputs:
   - {{type: pcap, name: v4, file: {}, filter: "ether proto 0x0800"}}
 )",
-                                                             (dir / "data").string(),
-                                                             (dir / "in.pcap").string()));
+                                            (dir / "data").string(), (dir / "in.pcap").string()));
   auto r = run({cisternBin(), "run", "-c", config.string(), "--exit-when-done"});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
@@ -230,7 +234,9 @@ TEST_CASE("every bad input is reported with its name, and run exits 2", "[integr
   writeFile(dir / "secret.log", "x\n");
   writePcap(dir / "ok.pcap", makePackets(1));
 
-  const auto config = writeFile(dir / "agent.yaml", fmt::format(R"(
+  const auto config =
+      writeFile(dir / "agent.yaml",
+                fmt::format(R"(
 agent: {{data_dir: {data}}}
 buffer: {{max_size: 64MiB}}
 inputs:
@@ -240,10 +246,9 @@ inputs:
   - {{type: file, name: not-a-dir, paths: ["{dir}/secret.log/*.log"]}}
   - {{type: syslog, name: busy-port, listen: "tcp://127.0.0.1:{port}"}}
 )",
-                                                             fmt::arg("data", (dir / "data").string()),
-                                                             fmt::arg("ok", (dir / "ok.pcap").string()),
-                                                             fmt::arg("dir", dir.path().string()),
-                                                             fmt::arg("port", port)));
+                            fmt::arg("data", (dir / "data").string()),
+                            fmt::arg("ok", (dir / "ok.pcap").string()),
+                            fmt::arg("dir", dir.path().string()), fmt::arg("port", port)));
   auto r = run({cisternBin(), "run", "-c", config.string()}, std::chrono::seconds(30));
   ::close(held);
   INFO(r.err);
