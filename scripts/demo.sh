@@ -3,8 +3,11 @@
 #   1. checks the packaged config,
 #   2. runs the buffer benchmark: records through the LMDB ring's writer, read back by two
 #      consumers (one acknowledges, one does not), against raw disk writes in the same run,
-#   3. inspects and verifies the ring the benchmark left behind.
-# Capture and delivery join this demo as they are built.
+#   3. inspects and verifies the ring the benchmark left behind,
+#   4. runs the agent for a few seconds on an embedded config: live capture on the loopback
+#      interface (root only), syslog over UDP sent with logger(1), and a tailed log file being
+#      written and rotated; then prints its counters and exports what it captured.
+# Delivery joins this demo as it is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
@@ -32,3 +35,65 @@ echo "== 3. cistern buffer inspect --data-dir $ring"
 echo
 echo "== 4. cistern buffer verify --data-dir $ring"
 "$bin/agent/cistern" buffer verify --data-dir "$ring"
+
+echo
+echo "== 5. cistern run: packets, syslog and a tailed file into the buffer"
+agent=$work/agent
+mkdir -p "$agent/logs"
+port=${CISTERN_DEMO_SYSLOG_PORT:-5514}
+{
+  cat <<YAML
+agent:
+  data_dir: $agent/data
+log:
+  level: info
+buffer:
+  max_size: 256MiB
+inputs:
+  - type: syslog
+    name: syslog-udp
+    listen: udp://127.0.0.1:$port
+  - type: file
+    name: app-log
+    paths: ["$agent/logs/app.log*"]
+    start_at: beginning
+    poll_interval: 100ms
+YAML
+  if [[ $(id -u) -eq 0 ]]; then
+    cat <<YAML
+  - type: pcap
+    name: loopback
+    interface: lo
+    filter: "udp port $port"
+YAML
+  fi
+} >"$agent/cistern.yaml"
+cat "$agent/cistern.yaml"
+"$bin/agent/cistern" check-config -c "$agent/cistern.yaml" >/dev/null
+"$bin/agent/cistern" run -c "$agent/cistern.yaml" --stats-interval 2 >"$agent/report.json" &
+pid=$!
+sleep 1
+for i in $(seq 1 200); do
+  echo "$(date -u +%FT%T.%NZ) app line $i" >>"$agent/logs/app.log"
+  logger -n 127.0.0.1 -P "$port" -d --rfc5424 -t demo "syslog message $i" || true
+  if ((i == 100)); then mv "$agent/logs/app.log" "$agent/logs/app.log.1"; fi
+  sleep 0.01
+done
+sleep 1
+kill -TERM "$pid"
+wait "$pid"
+echo
+echo "counters:"
+python3 -m json.tool "$agent/report.json" 2>/dev/null || cat "$agent/report.json"
+
+echo
+echo "== 6. cistern buffer export --format ndjson (first lines of each input)"
+"$bin/agent/cistern" buffer export --data-dir "$agent/data" --format ndjson --input app-log | head -n 2 || true
+"$bin/agent/cistern" buffer export --data-dir "$agent/data" --format ndjson --input syslog-udp | head -n 2 || true
+if [[ $(id -u) -eq 0 ]]; then
+  echo
+  echo "== 7. cistern buffer export --format pcapng, read by tshark"
+  "$bin/agent/cistern" buffer export --data-dir "$agent/data" --format pcapng --input loopback \
+    --output "$agent/loopback.pcapng"
+  tshark -r "$agent/loopback.pcapng" 2>/dev/null | head -n 5 || true
+fi
