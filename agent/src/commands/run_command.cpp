@@ -6,9 +6,9 @@
 // Signals are blocked before any thread starts and taken with sigtimedwait() on this thread, so
 // no handler runs inside a capture or writer thread.
 #include <pthread.h>
-#include <signal.h>
 
 #include <chrono>
+#include <csignal>
 #include <ctime>
 #include <memory>
 #include <string>
