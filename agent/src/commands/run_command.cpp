@@ -7,11 +7,13 @@
 // no handler runs inside a capture or writer thread.
 #include <pthread.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <ctime>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -27,6 +29,7 @@ namespace cistern::agent {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr std::chrono::seconds kStopGrace{5};
 
 std::shared_ptr<spdlog::logger> agentLogger() {
   if (auto existing = spdlog::get("agent")) return existing;
@@ -188,11 +191,34 @@ int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err) {
     }
   }
   if (signal_seen != 0) log->info("signal {}: stopping", signal_seen);
-  for (auto& in : inputs) in.source->stop();
+  // Inputs that wait for room (files, pcap replay) return from stop() only once the ring takes
+  // their last batch; a ring whose writer is blocked (when_full: block, outputs not
+  // acknowledging) never does, so after a grace period the ring is closed, which releases them.
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    for (auto& in : inputs) in.source->stop();
+    stopped = true;
+  });
+  const auto stop_deadline = Clock::now() + kStopGrace;
+  while (!stopped.load() && Clock::now() < stop_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   int status = kExitOk;
-  if (auto flushed = (*ring)->flush(); !flushed) {
-    fmt::print(err, "committing the last records failed: {}\n", flushed.error().message);
-    status = kExitCannotRun;
+  bool ring_closed = false;
+  if (!stopped.load()) {
+    log->warn(
+        "inputs did not stop within {}s (is the buffer full and blocked?); closing the "
+        "buffer to release them",
+        kStopGrace.count());
+    (void)(*ring)->close(std::chrono::seconds(2));
+    ring_closed = true;
+  }
+  stopper.join();
+  if (!ring_closed) {
+    if (auto flushed = (*ring)->flush(); !flushed) {
+      fmt::print(err, "committing the last records failed: {}\n", flushed.error().message);
+      status = kExitCannotRun;
+    }
   }
   logStats(*log, inputs);
   const auto stats = (*ring)->stats();
