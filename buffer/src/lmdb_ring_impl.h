@@ -36,7 +36,6 @@ namespace cistern::buffer {
 
 using SteadyTime = std::chrono::steady_clock::time_point;
 
-
 // A read transaction together with the shared hold on txn_gate that keeps the map from being
 // resized under it. The transaction is aborted before the gate is released.
 struct ReadTxn {

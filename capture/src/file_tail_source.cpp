@@ -42,6 +42,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cistern/capture/file_tail_source.h"
+#include "cistern/core/record_batch.h"
 #include "cistern/core/record_meta.h"
 #include "cistern/platform/clock.h"
 #include "file_tail_lines.h"
@@ -158,8 +159,7 @@ struct TailFile {
   bool error_logged = false;
 };
 
-// Records of one file collected for one append. Payloads and metadata live in two arenas; the
-// RecordInputs are built only when appending, once the arenas stop growing.
+// The lines of one file collected for one append, in a RecordBatch.
 class Batch final : public tail::LineHandler {
  public:
   explicit Batch(std::string_view input) : input_(input) {}
@@ -171,58 +171,26 @@ class Batch final : public tail::LineHandler {
 
   void line(std::uint64_t offset, std::uint8_t flags, std::string_view content) override {
     encodeLogLineMeta(LogLineMeta{flags, offset, *path_}, meta_scratch_);
-    Entry e;
-    e.meta_at = meta_.size();
-    e.meta_len = meta_scratch_.size();
-    e.payload_at = payload_.size();
-    e.payload_len = content.size();
-    e.timestamp_ns = timestamp_ns_;
-    meta_.insert(meta_.end(), meta_scratch_.begin(), meta_scratch_.end());
-    payload_.append(content);
-    entries_.push_back(e);
+    records_.add(timestamp_ns_, meta_scratch_,
+                 std::span<const std::byte>(reinterpret_cast<const std::byte*>(content.data()),
+                                            content.size()));
   }
 
   [[nodiscard]] bool full() const override {
-    return entries_.size() >= kBatchLines || payload_.size() >= kBatchBytes;
+    return records_.size() >= kBatchLines || records_.payloadBytes() >= kBatchBytes;
   }
-  [[nodiscard]] bool empty() const { return entries_.empty(); }
-  [[nodiscard]] std::size_t size() const { return entries_.size(); }
+  [[nodiscard]] bool empty() const { return records_.empty(); }
+  [[nodiscard]] std::size_t size() const { return records_.size(); }
 
-  const std::vector<RecordInput>& records() {
-    records_.clear();
-    const auto* payload = reinterpret_cast<const std::byte*>(payload_.data());
-    for (const Entry& e : entries_) {
-      records_.push_back(
-          RecordInput{RecordKind::kLogLine, e.timestamp_ns, input_,
-                      std::span<const std::byte>(meta_.data() + e.meta_at, e.meta_len),
-                      std::span<const std::byte>(payload + e.payload_at, e.payload_len)});
-    }
-    return records_;
-  }
-
-  void clear() {
-    entries_.clear();
-    meta_.clear();
-    payload_.clear();
-    records_.clear();
-  }
+  std::span<const RecordInput> records() { return records_.records(input_); }
+  void clear() { records_.clear(); }
 
  private:
-  struct Entry {
-    std::size_t meta_at = 0;
-    std::size_t meta_len = 0;
-    std::size_t payload_at = 0;
-    std::size_t payload_len = 0;
-    std::uint64_t timestamp_ns = 0;
-  };
   std::string_view input_;
   const std::string* path_ = nullptr;
   std::uint64_t timestamp_ns_ = 0;
   std::vector<std::byte> meta_scratch_;
-  std::vector<std::byte> meta_;
-  std::string payload_;
-  std::vector<Entry> entries_;
-  std::vector<RecordInput> records_;
+  RecordBatch records_{RecordKind::kLogLine};
 };
 
 struct Counters {

@@ -28,6 +28,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cistern/capture/pcap_source.h"
+#include "cistern/core/record_batch.h"
 #include "cistern/core/record_meta.h"
 #include "input_error.h"
 #include "pcap_util.h"
@@ -88,55 +89,6 @@ struct Totals {
   std::uint64_t stored = 0;
   std::uint64_t bytes = 0;
   std::uint64_t file_errors = 0;
-};
-
-// Copies of the packets of one append: libpcap reuses its buffers once the callback returns.
-class Batch {
- public:
-  void add(std::uint64_t timestamp_ns, std::span<const std::byte> meta, const u_char* data,
-           std::size_t length) {
-    const std::size_t at = arena_.size();
-    arena_.resize(at + meta.size() + length);
-    std::memcpy(arena_.data() + at, meta.data(), meta.size());
-    if (length > 0) std::memcpy(arena_.data() + at + meta.size(), data, length);
-    entries_.push_back({timestamp_ns, at, meta.size(), length});
-    payload_bytes_ += length;
-  }
-
-  [[nodiscard]] std::size_t packets() const { return entries_.size(); }
-  [[nodiscard]] std::size_t bytes() const { return arena_.size(); }
-  [[nodiscard]] std::uint64_t payloadBytes() const { return payload_bytes_; }
-
-  // Views into the arena; valid until the next add() or clear().
-  std::span<const RecordInput> records(std::string_view input) {
-    inputs_.clear();
-    for (const Entry& e : entries_) {
-      const std::byte* base = arena_.data() + e.at;
-      inputs_.push_back(RecordInput{RecordKind::kPacket, e.timestamp_ns, input,
-                                    std::span<const std::byte>(base, e.meta_len),
-                                    std::span<const std::byte>(base + e.meta_len, e.length)});
-    }
-    return inputs_;
-  }
-
-  void clear() {
-    arena_.clear();
-    entries_.clear();
-    inputs_.clear();
-    payload_bytes_ = 0;
-  }
-
- private:
-  struct Entry {
-    std::uint64_t timestamp_ns;
-    std::size_t at;
-    std::size_t meta_len;
-    std::size_t length;
-  };
-  std::vector<std::byte> arena_;
-  std::vector<Entry> entries_;
-  std::vector<RecordInput> inputs_;
-  std::uint64_t payload_bytes_ = 0;
 };
 
 class PcapSource final : public Source {
@@ -298,8 +250,9 @@ class PcapSource final : public Source {
     // A damaged file may claim an original length below the captured one; consumers (pcap
     // export) rely on original >= captured.
     encodePacketMeta(PacketMeta{link_type_, std::max(header.len, caplen)}, meta_scratch_);
-    batch_.add(ts, meta_scratch_, bytes, caplen);
-    if (batch_.packets() >= kBatchPackets || batch_.bytes() >= kBatchBytes) flush();
+    batch_.add(ts, meta_scratch_,
+               std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes), caplen));
+    if (batch_.size() >= kBatchPackets || batch_.bytes() >= kBatchBytes) flush();
   }
 
   // Realtime replay: waits until the packet is due relative to the first one. False on stop.
@@ -329,8 +282,8 @@ class PcapSource final : public Source {
   // Hands the batch to the sink. Live and realtime never wait: a full sink costs the batch,
   // counted, so that the kernel ring keeps draining.
   void flush() {
-    if (batch_.packets() == 0) return;
-    const auto n = static_cast<std::uint64_t>(batch_.packets());
+    if (batch_.empty()) return;
+    const auto n = static_cast<std::uint64_t>(batch_.size());
     const std::uint64_t payload = batch_.payloadBytes();
     auto appended = sink_.append(batch_.records(options_.name), {}, waitMode());
     batch_.clear();
@@ -414,7 +367,7 @@ class PcapSource final : public Source {
   std::condition_variable sleep_cv_;
 
   // The capture thread's (and stop()'s once it has joined).
-  Batch batch_;
+  RecordBatch batch_{RecordKind::kPacket};  // libpcap reuses its buffers after the callback
   std::vector<std::byte> meta_scratch_;
   bool paced_ = false;
   Clock::time_point replay_start_;

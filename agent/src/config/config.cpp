@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "cistern/core/record.h"
 #include "cistern/core/units.h"
 #include "cistern/platform/process.h"
 #include "diagnostics.h"
@@ -210,8 +211,9 @@ Table<buffer::RingOptions> bufferTable() {
 
 std::optional<std::string> checkInputName(const Value& value) {
   if (value.text.empty()) return "an input name must not be empty";
-  if (value.text.size() > 255) {
-    return fmt::format("an input name has at most 255 bytes; this one has {}", value.text.size());
+  if (value.text.size() > kMaxInputNameBytes) {
+    return fmt::format("an input name has at most {} bytes; this one has {}", kMaxInputNameBytes,
+                       value.text.size());
   }
   return std::nullopt;
 }

@@ -27,7 +27,8 @@ TEST_CASE("timestamps are RFC 3339 UTC with nanoseconds", "[unit]") {
 }
 
 TEST_CASE("a syslog record becomes one JSON object with its parsed fields", "[unit]") {
-  const std::string raw = "<34>1 2003-10-11T22:14:15.003Z mymachine su - ID47 - BOM'su root' failed";
+  const std::string raw =
+      "<34>1 2003-10-11T22:14:15.003Z mymachine su - ID47 - BOM'su root' failed";
   SyslogMeta meta;
   meta.format = SyslogFormat::kRfc5424;
   meta.facility = 4;
@@ -103,7 +104,7 @@ TEST_CASE("pcapng blocks are well formed and interfaces are described once", "[u
     CHECK(bytes::loadLe<std::uint32_t>(out.data() + at + len - 4) == len);
     types.push_back(type);
     if (type == 6 && types.size() == 3) {
-      CHECK(bytes::loadLe<std::uint32_t>(out.data() + at + 12) == 1);           // ts high
+      CHECK(bytes::loadLe<std::uint32_t>(out.data() + at + 12) == 1);            // ts high
       CHECK(bytes::loadLe<std::uint32_t>(out.data() + at + 16) == 705'032'705);  // ts low
       CHECK(bytes::loadLe<std::uint32_t>(out.data() + at + 20) == 5);            // captured
       CHECK(bytes::loadLe<std::uint32_t>(out.data() + at + 24) == 60);           // original

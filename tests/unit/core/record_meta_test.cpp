@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "cistern/core/record_batch.h"
 #include "cistern/core/record_meta.h"
 
 using namespace cistern;
@@ -74,4 +75,30 @@ TEST_CASE("damaged metadata is an error, never a crash", "[unit]") {
   encodePacketMeta({}, pkt);
   CHECK_FALSE(decodePacketMeta(std::span<const std::byte>(pkt.data(), 5)));
   CHECK_FALSE(decodeLogLineMeta(pkt));
+}
+
+TEST_CASE("a record batch copies what it is given and hands out views of the copies", "[unit]") {
+  RecordBatch batch(RecordKind::kPacket);
+  std::vector<std::byte> meta{std::byte{1}, std::byte{2}};
+  std::string payload = "abc";
+  batch.add(7, meta, std::as_bytes(std::span<const char>(payload.data(), payload.size())));
+  meta[0] = std::byte{9};  // the caller's buffers may be reused at once
+  payload[0] = 'z';
+  batch.add(8, {}, {});
+  CHECK(batch.size() == 2);
+  CHECK(batch.payloadBytes() == 3);
+  CHECK(batch.bytes() == 5);
+  const auto records = batch.records("in");
+  REQUIRE(records.size() == 2);
+  CHECK(records[0].kind == RecordKind::kPacket);
+  CHECK(records[0].timestamp_ns == 7);
+  CHECK(records[0].input == "in");
+  CHECK(records[0].meta[0] == std::byte{1});
+  CHECK(std::string(reinterpret_cast<const char*>(records[0].payload.data()),
+                    records[0].payload.size()) == "abc");
+  CHECK(records[1].meta.empty());
+  CHECK(records[1].payload.empty());
+  batch.clear();
+  CHECK(batch.empty());
+  CHECK(batch.records("in").empty());
 }
