@@ -23,15 +23,7 @@ Result<std::unique_ptr<buffer::LmdbRing>> openRingReadOnly(const std::filesystem
   return buffer::LmdbRing::open(ro);
 }
 
-namespace {
-
-std::string isoTime(std::uint64_t ns) { return formatTimestamp(static_cast<std::int64_t>(ns)); }
-
-double percent(std::uint64_t part, std::uint64_t whole) {
-  return whole == 0 ? 0.0 : 100.0 * static_cast<double>(part) / static_cast<double>(whole);
-}
-
-nlohmann::json toJson(const buffer::RingStats& s) {
+nlohmann::json ringStatsJson(const buffer::RingStats& s) {
   return {{"frames", s.frames},
           {"records", s.records},
           {"used_bytes", s.used_bytes},
@@ -43,14 +35,22 @@ nlohmann::json toJson(const buffer::RingStats& s) {
           {"next_frame", s.next_frame},
           {"oldest_ts_ns", s.oldest_ts},
           {"newest_ts_ns", s.newest_ts},
-          {"oldest_time", isoTime(s.oldest_ts)},
-          {"newest_time", isoTime(s.newest_ts)},
+          {"oldest_time", formatTimestamp(static_cast<std::int64_t>(s.oldest_ts))},
+          {"newest_time", formatTimestamp(static_cast<std::int64_t>(s.newest_ts))},
           {"appended_frames", s.appended_frames},
           {"appended_records", s.appended_records},
           {"deleted_frames", s.deleted_frames},
           {"evicted_frames", s.evicted_frames},
           {"evicted_records", s.evicted_records},
           {"commits", s.commits}};
+}
+
+namespace {
+
+std::string isoTime(std::uint64_t ns) { return formatTimestamp(static_cast<std::int64_t>(ns)); }
+
+double percent(std::uint64_t part, std::uint64_t whole) {
+  return whole == 0 ? 0.0 : 100.0 * static_cast<double>(part) / static_cast<double>(whole);
 }
 
 nlohmann::json toJson(const buffer::ConsumerStats& c) {
@@ -79,7 +79,7 @@ int bufferInspectCommand(const BufferToolOptions& options, std::FILE* out, std::
   const auto s = (*ring)->stats();
   const auto consumers = (*ring)->consumerStats();
   if (options.json) {
-    nlohmann::json j = toJson(s);
+    nlohmann::json j = ringStatsJson(s);
     j["dir"] = (*ring)->options().dir.string();
     j["consumers"] = nlohmann::json::array();
     for (const auto& c : consumers) j["consumers"].push_back(toJson(c));

@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "buffer_access.h"
 #include "cistern/agent/commands.h"
 #include "cistern/agent/config.h"
 #include "cistern/buffer/ring.h"
@@ -87,16 +88,13 @@ nlohmann::json report(const std::vector<Input>& inputs, const buffer::RingStats&
                            {"finished", in.source->finished()},
                            {"counters", countersJson(*in.source)}});
   }
-  j["buffer"] = {{"frames", s.frames},
-                 {"records", s.records},
-                 {"used_bytes", s.used_bytes},
-                 {"appended_records", s.appended_records},
-                 {"evicted_records", s.evicted_records},
-                 {"refused_queue_full", s.refused_queue_full},
-                 {"refused_invalid", s.refused_invalid},
-                 {"dropped_map_full", s.dropped_map_full},
-                 {"dropped_at_close", s.dropped_at_close},
-                 {"corrupt_frames_seen", s.corrupt_frames_seen}};
+  // The ring's totals, and what this process refused or dropped before records reached it.
+  j["buffer"] = ringStatsJson(s);
+  j["buffer"]["refused_queue_full"] = s.refused_queue_full;
+  j["buffer"]["refused_invalid"] = s.refused_invalid;
+  j["buffer"]["dropped_map_full"] = s.dropped_map_full;
+  j["buffer"]["dropped_at_close"] = s.dropped_at_close;
+  j["buffer"]["corrupt_frames_seen"] = s.corrupt_frames_seen;
   return j;
 }
 
