@@ -410,8 +410,9 @@ void checkUniqueInputNames(const config::Node* root, config::DiagnosticSink& sin
     if (!entry.isMapping()) continue;
     for (const auto& [key, value] : entry.entries) {
       if (!key->isScalar() || key->text != "name" || !value->isScalar()) continue;
+      const std::string& name = value->text;  // clang 14 (clang-tidy) cannot capture a binding
       const auto first = std::find_if(seen.begin(), seen.end(),
-                                      [&](const auto& s) { return s.first == value->text; });
+                                      [&name](const auto& s) { return s.first == name; });
       if (first != seen.end()) {
         sink.report(value->mark, fmt::format("inputs[{}].name", i),
                     fmt::format("duplicate input name {}; inputs[{}] has it already",
