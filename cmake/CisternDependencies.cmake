@@ -30,3 +30,9 @@ target_include_directories(cistern_mbedtls SYSTEM INTERFACE ${MBEDTLS_INCLUDE_DI
 target_link_libraries(cistern_mbedtls INTERFACE ${MBEDTLS_LIBRARY} ${MBEDX509_LIBRARY}
                       ${MBEDCRYPTO_LIBRARY})
 add_library(MbedTLS::mbedtls ALIAS cistern_mbedtls)
+
+# Transport: libcurl (HTTP outputs, the multi interface driven by libuv), zlib (gzip request
+# bodies) and protobuf (the OTLP and OpAMP messages, compiled from our own .proto subsets).
+find_package(CURL REQUIRED)
+find_package(ZLIB REQUIRED)
+find_package(Protobuf REQUIRED)

@@ -717,6 +717,8 @@ void LmdbRing::Impl::copyTotals(const RingMeta& m, RingStats& s) const {
 
 const RingOptions& LmdbRing::options() const { return impl_->opt; }
 
+FrameId Consumer::newestFrame() const { return ring_.newestFrame(); }
+
 FrameId LmdbRing::newestFrame() const {
   if (impl_->opt.read_only) {
     auto s = impl_->readStats();
@@ -724,19 +726,6 @@ FrameId LmdbRing::newestFrame() const {
   }
   std::lock_guard lk(impl_->stats_mu);
   return impl_->snapshot.newest_frame;
-}
-
-std::uint64_t ReadBatch::records() const {
-  std::uint64_t n = 0;
-  for (const auto& f : frames_) n += f.record_count;
-  return n;
-}
-
-void ReadBatch::clear() {
-  frames_.clear();
-  spans_.clear();
-  storage_.clear();
-  corrupt_skipped_ = 0;
 }
 
 }  // namespace cistern::buffer

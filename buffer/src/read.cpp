@@ -88,8 +88,8 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
 
   const bool forward = dir == Direction::kForward;
   FrameId pos = from == 0 ? 1 : from;
-  while (out.frames_.size() < limits.max_frames &&
-         (out.frames_.empty() || out.storage_.size() < limits.max_bytes)) {
+  while (out.size() < limits.max_frames &&
+         (out.empty() || out.bodyBytes() < limits.max_bytes)) {
     FrameId want = pos;
     if (c != nullptr) {
       std::lock_guard lk(c->mu);
@@ -129,10 +129,10 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
       const auto stored = lmdb::span(v);
       auto header = checkFrame(stored, id);
       Status body = header ? ok() : Status(tl::unexpected(header.error()));
-      const std::size_t at = out.storage_.size();
-      if (body) body = decodeFrameBody(stored, *header, out.storage_);
+      const std::size_t at = out.storage().size();
+      if (body) body = decodeFrameBody(stored, *header, out.storage());
       if (!body) {
-        ++out.corrupt_skipped_;
+        out.addCorruptSkipped();
         reportCorrupt(index, id, body.error());
       } else {
         FrameView view;
@@ -141,19 +141,15 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
         view.first_ts = header->first_ts;
         view.last_ts = header->last_ts;
         view.stored_bytes = static_cast<std::uint32_t>(stored.size());
-        out.frames_.push_back(view);
-        out.spans_.emplace_back(at, header->raw_len);
+        out.addFrame(view, at, header->raw_len);
       }
       releaseRange(v.mv_data, v.mv_size);
     }
     if (!forward && pos == 0) break;
   }
-  for (std::size_t i = 0; i < out.frames_.size(); ++i) {
-    out.frames_[i].body =
-        std::span<const std::byte>(out.storage_.data() + out.spans_[i].first, out.spans_[i].second);
-  }
+  out.seal();
   *next_pos = pos;
-  return out.frames_.size();
+  return out.size();
 }
 
 }  // namespace cistern::buffer

@@ -28,6 +28,7 @@
 #include "cistern/buffer/options.h"
 #include "cistern/buffer/types.h"
 #include "cistern/buffer/verify.h"
+#include "cistern/core/frames.h"
 #include "cistern/core/record.h"
 #include "cistern/core/result.h"
 #include "cistern/core/sink.h"
@@ -52,42 +53,11 @@ struct CommitInfo {
   std::chrono::nanoseconds sync_duration{};  // inside mdb_txn_commit: flushing pages and fsync
 };
 
-// One frame as returned by a read: its records, decoded, in the ReadBatch's storage.
-struct FrameView {
-  FrameId id = 0;
-  std::uint32_t record_count = 0;
-  std::uint64_t first_ts = 0;  // ns since the epoch
-  std::uint64_t last_ts = 0;
-  std::uint32_t stored_bytes = 0;   // size in LMDB (header + possibly compressed body)
-  std::span<const std::byte> body;  // records; iterate with cistern::RecordReader
-};
-
-// Holds the frames of one read. Reuse one batch per consumer to keep allocations flat.
-class ReadBatch {
- public:
-  [[nodiscard]] const std::vector<FrameView>& frames() const { return frames_; }
-  [[nodiscard]] bool empty() const { return frames_.empty(); }
-  [[nodiscard]] std::size_t size() const { return frames_.size(); }
-  [[nodiscard]] std::uint64_t records() const;
-  // Frames skipped by this read because they failed their checksum (already counted and
-  // reported to the writer; never handed out).
-  [[nodiscard]] std::uint64_t corruptSkipped() const { return corrupt_skipped_; }
-  void clear();
-
- private:
-  friend class LmdbRing;
-  std::vector<FrameView> frames_;
-  std::vector<std::pair<std::size_t, std::size_t>> spans_;  // body offset and length in storage_
-  std::vector<std::byte> storage_;
-  std::uint64_t corrupt_skipped_ = 0;
-};
-
-struct ReadLimits {
-  std::size_t max_frames = 64;
-  std::size_t max_bytes = 4U << 20U;  // decoded body bytes; at least one frame is returned
-};
-
-enum class Direction { kForward, kBackward };
+using cistern::Direction;
+using cistern::FrameCursor;
+using cistern::FrameView;
+using cistern::ReadBatch;
+using cistern::ReadLimits;
 
 // Per-consumer accounting. For every consumer, at every commit:
 //   assigned_records = acked_records + evicted_records + corrupt_records + pending_records
@@ -145,34 +115,26 @@ struct RingStats {
   bool writer_blocked = false;  // block policy: waiting for acknowledgements to make room
 };
 
-// A named consumer's cursor. Obtained from LmdbRing::consumer(); owned by the ring.
-class Consumer {
+// A named consumer's cursor (an output's position in the ring). Obtained from
+// LmdbRing::consumer(); owned by the ring. The FrameCursor functions are documented in
+// cistern/core/frames.h; the notes here add what is particular to the ring.
+class Consumer final : public FrameCursor {
  public:
-  [[nodiscard]] const std::string& name() const;
+  [[nodiscard]] const std::string& name() const override;
 
-  // Fills `out` (cleared first) with the frames after the last one this handle returned, in id
-  // order, skipping frames already done. Starts at the oldest unacknowledged frame after open()
-  // and after rewind(). Returns the number of frames; 0 when caught up.
   // Errors: kIo from LMDB, kClosed after close().
-  Result<std::size_t> readNext(ReadBatch& out, const ReadLimits& limits = {});
-
-  // Fills `out` with frames from `from` (inclusive) in `direction`, skipping done frames, without
-  // moving readNext()'s position. kBackward from newestFrame() reads the newest first (live lane).
+  Result<std::size_t> readNext(ReadBatch& out, const ReadLimits& limits = {}) override;
   Result<std::size_t> readAt(FrameId from, Direction direction, ReadBatch& out,
-                             const ReadLimits& limits = {});
+                             const ReadLimits& limits = {}) override;
 
-  // Marks frames acknowledged. Readers skip them at once; they become durable with the next
-  // group commit (a crash before it hands them out again). Ids that are unknown, already done
-  // or no longer in the ring are ignored. Any thread; does not block on the writer.
+  // Acknowledgements become durable with the next group commit. Any thread.
   void ack(FrameId id);
-  void ack(std::span<const FrameId> ids);
+  void ack(std::span<const FrameId> ids) override;
 
-  // Forgets readNext()'s position: the next call starts again at the oldest unacknowledged frame
-  // (after a failed send, for example).
-  void rewind();
+  void rewind() override;
 
-  // The oldest frame id not done for this consumer (may be newestFrame()+1 when caught up).
-  [[nodiscard]] FrameId oldestUnacked() const;
+  [[nodiscard]] FrameId oldestUnacked() const override;
+  [[nodiscard]] FrameId newestFrame() const override;
   [[nodiscard]] ConsumerStats stats() const;
 
  private:

@@ -1,10 +1,10 @@
 #pragma once
 
-#include <cstdint>
+#include "cistern/core/frames.h"
 
 namespace cistern::buffer {
 
 // Frame ids are strictly increasing across restarts and never reused; 0 is never a valid id.
-using FrameId = std::uint64_t;
+using cistern::FrameId;
 
 }  // namespace cistern::buffer

@@ -12,16 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "cistern/core/counter.h"
 #include "cistern/core/result.h"
 
 namespace cistern::capture {
 
-// One counter of a source, for metrics, heartbeats and `cistern run`'s statistics.
-struct Counter {
-  std::string name;  // snake_case, stable: "packets_captured", "lines_truncated"
-  std::uint64_t value = 0;
-  bool known = true;  // false: the platform does not report it (shown as unknown, not 0)
-};
+using cistern::Counter;
 
 class Source {
  public:

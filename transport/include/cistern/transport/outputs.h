@@ -1,0 +1,145 @@
+// Outputs: what delivers the buffered records to receivers, and their options.
+//
+// Each output reads the buffer through its own cursor (named after the output), groups whole
+// frames into batches, sends them to the first healthy endpoint of its list, and acknowledges
+// frames in the buffer only once the receiver confirmed them (or refused them for good, which is
+// counted). Transient failures are retried with jittered exponential backoff, honouring the
+// receiver's Retry-After; after `failover_after` consecutive failures the output moves to the next
+// endpoint and, while not on the first, probes it every `failback_interval` to return to it.
+//
+// Every output runs on the agent's event loop (platform::EventLoop); a dead output never blocks
+// another, because each has its own cursor and its own batches in flight.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "cistern/core/counter.h"
+#include "cistern/core/frames.h"
+#include "cistern/core/result.h"
+#include "cistern/platform/event_loop.h"
+#include "cistern/transport/tls.h"
+
+namespace cistern::transport {
+
+// How an output groups frames into requests and how many it keeps in flight.
+struct BatchOptions {
+  std::size_t max_bytes = 1U << 20U;  // decoded record bytes per request (at least one frame)
+  std::size_t max_frames = 64;        // frames per request
+  std::size_t max_in_flight = 4;      // requests sent and not yet answered
+};
+
+struct RetryOptions {
+  std::chrono::milliseconds initial_backoff{500};
+  std::chrono::milliseconds max_backoff{30000};
+  // Consecutive failures on one endpoint before moving to the next one of the list.
+  std::uint32_t failover_after = 3;
+  // While not on the first endpoint: how often it is probed to fail back to it.
+  std::chrono::milliseconds failback_interval{30000};
+};
+
+enum class Compression { kNone, kGzip };
+
+// `type: otlp`: OTLP/HTTP logs, binary protobuf, POST {endpoint}/v1/logs.
+struct OtlpOutputOptions {
+  std::string name;
+  // Base URLs, http:// or https:// ("https://proc.example:4318"); "/v1/logs" is appended.
+  std::vector<std::string> endpoints;
+  std::vector<std::string> headers;  // extra "Name: value" request headers (auth tokens)
+  Compression compression = Compression::kGzip;
+  TlsClientOptions tls;
+  std::chrono::milliseconds timeout{10000};  // one request, connection included
+  std::size_t max_connections = 8;
+  BatchOptions batch;
+  RetryOptions retry;
+};
+
+// `type: syslog`: RFC 5424 messages, octet-counted (RFC 6587), over tcp://, tls:// (RFC 5425),
+// relp:// or relp+tls:// (acknowledged by the receiver).
+struct SyslogOutputOptions {
+  std::string name;
+  std::vector<std::string> endpoints;  // "tls://siem.example:6514", "relp://10.0.0.5:2514"
+  TlsClientOptions tls;
+  std::chrono::milliseconds connect_timeout{10000};
+  // A message the receiver has not acknowledged within this time fails its batch (RELP; for
+  // TCP and TLS: bytes the receiver's TCP stack has not acknowledged).
+  std::chrono::milliseconds ack_timeout{30000};
+  std::size_t max_message_bytes = 64U << 10U;  // longer messages are truncated and counted
+  BatchOptions batch;
+  RetryOptions retry;
+};
+
+// `type: file`: a local archive. Packets go to pcapng files, log lines and syslog messages to
+// NDJSON files, in `path`, rotated by size and count; frames are acknowledged once the file
+// holding them is synced to disk.
+struct FileOutputOptions {
+  std::string name;
+  std::string path;                            // directory, created if missing
+  std::uint64_t max_file_bytes = 100U << 20U;  // a file is closed and a new one opened past this
+  std::uint32_t max_files = 10;                // per format; the oldest are deleted
+  BatchOptions batch;
+};
+
+using OutputOptions = std::variant<OtlpOutputOptions, SyslogOutputOptions, FileOutputOptions>;
+
+// The entry's `name` and `type` ("otlp", "syslog", "file").
+const std::string& outputName(const OutputOptions& output);
+const char* outputType(const OutputOptions& output);
+
+// Who is sending: carried in every request so a receiver can tell sensors apart and, with the
+// frame ids, drop duplicates.
+struct Identity {
+  std::string agent_id;
+  std::string host_name;
+  std::string version;
+};
+
+struct OutputStatus {
+  std::string name;
+  std::string type;
+  std::string endpoint;    // the endpoint in use
+  std::string last_error;  // empty when the last attempt succeeded
+  // In a stable order: records_sent, bytes_sent, records_acked, frames_acked, records_rejected,
+  // records_skipped, records_retried, batches_in_flight, records_in_flight, requests_ok,
+  // requests_failed, failovers, failbacks.
+  std::vector<Counter> counters;
+};
+
+// Every configured output, on one event loop.
+class Transport {
+ public:
+  // Gives the cursor of the output with this name (created when new). Called from create().
+  using CursorFor = std::function<Result<FrameCursor*>(const std::string& output_name)>;
+
+  // Checks every output's options (URLs, TLS files) and builds them; nothing is sent before
+  // start(). Every problem is reported in one Error (kConfig), one line per output, each naming
+  // it. Not from the loop thread; `loop` must outlive the Transport.
+  static Result<std::unique_ptr<Transport>> create(platform::EventLoop& loop,
+                                                   const std::vector<OutputOptions>& outputs,
+                                                   const CursorFor& cursors,
+                                                   const Identity& identity);
+
+  virtual ~Transport() = default;
+
+  // Starts every output: each reads its backlog and sends. Not from the loop thread.
+  virtual void start() = 0;
+
+  // New frames were committed: outputs read them. Any thread; cheap (for the ring's commit
+  // listener, which runs on the writer thread).
+  virtual void notifyCommitted() = 0;
+
+  // Stops reading, waits up to `grace` for the batches in flight, abandons the rest (they stay
+  // unacknowledged in the buffer and are sent again at the next start), and closes connections.
+  // Idempotent; not from the loop thread.
+  virtual void stop(std::chrono::milliseconds grace) = 0;
+
+  // Every output's state and counters. Any thread.
+  [[nodiscard]] virtual std::vector<OutputStatus> status() const = 0;
+};
+
+}  // namespace cistern::transport
