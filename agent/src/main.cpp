@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "Capture every configured input into the buffer");
   run->add_option("-c,--config", run_options.config_file, "Config file (YAML)")->required();
   run->add_flag("--exit-when-done", run_options.exit_when_done,
-                "Exit once every input finished (pcap files read to the end)");
+                "Exit once every input finished (pcap files read to the end) and every output "
+                "delivered everything");
   int stats_seconds = 60;
   run->add_option("--stats-interval", stats_seconds,
                   "Seconds between logged counter lines; 0 logs them only at exit")
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(verbose ? spdlog::level::info : spdlog::level::warn);
   if (*run) {
     run_options.verbose = verbose;
+    run_options.version = CISTERN_VERSION;
     run_options.stats_interval = std::chrono::seconds(stats_seconds);
     return cistern::agent::runCommand(run_options, stdout, stderr);
   }

@@ -1,7 +1,11 @@
-// `cistern run -c FILE`: the agent's main job. Opens the ring, creates every configured input
-// (reporting every input that cannot start, all at once), captures until SIGINT or SIGTERM (or,
-// with --exit-when-done, until every input finished), then stops the inputs, commits what they
-// handed over, and prints every counter as one JSON object.
+// `cistern run -c FILE`: the agent's main job. Opens the ring, creates every configured output
+// and input (reporting every one that cannot start, all at once), captures and delivers until
+// SIGINT or SIGTERM (or, with --exit-when-done, until every input finished and every output
+// delivered everything), then stops the inputs, commits what they handed over, lets the outputs
+// finish what they have in flight, and prints every counter as one JSON object.
+//
+// Start order: outputs first (they drain the backlog of earlier runs), then inputs. Stop order:
+// inputs, the ring's last commit, outputs (their acknowledgements commit when the ring closes).
 //
 // Signals are blocked before any thread starts and taken with sigtimedwait() on this thread, so
 // no handler runs inside a capture or writer thread.
@@ -25,12 +29,17 @@
 #include "cistern/agent/commands.h"
 #include "cistern/agent/config.h"
 #include "cistern/buffer/ring.h"
+#include "cistern/platform/event_loop.h"
+#include "cistern/platform/process.h"
+#include "cistern/transport/outputs.h"
 
 namespace cistern::agent {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr std::chrono::seconds kStopGrace{5};
+// How long outputs may finish the requests they have in flight at stop.
+constexpr std::chrono::seconds kOutputGrace{5};
 
 std::shared_ptr<spdlog::logger> agentLogger() {
   if (auto existing = spdlog::get("agent")) return existing;
@@ -79,7 +88,34 @@ nlohmann::json countersJson(const capture::Source& source) {
   return counters;
 }
 
-nlohmann::json report(const std::vector<Input>& inputs, const buffer::RingStats& s) {
+nlohmann::json outputsJson(const std::vector<transport::OutputStatus>& outputs,
+                           const std::vector<buffer::ConsumerStats>& consumers) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& o : outputs) {
+    nlohmann::json counters = nlohmann::json::object();
+    for (const auto& c : o.counters) counters[c.name] = c.value;
+    nlohmann::json entry = {{"name", o.name},
+                            {"type", o.type},
+                            {"endpoint", o.endpoint},
+                            {"last_error", o.last_error},
+                            {"counters", counters}};
+    for (const auto& c : consumers) {
+      if (c.name != o.name) continue;
+      entry["buffer"] = {{"pending_frames", c.pending_frames},
+                         {"pending_records", c.pending_records},
+                         {"acked_records", c.acked_records},
+                         {"evicted_records", c.evicted_records},
+                         {"corrupt_records", c.corrupt_records}};
+    }
+    list.push_back(std::move(entry));
+  }
+  return list;
+}
+
+nlohmann::json report(const std::vector<Input>& inputs,
+                      const std::vector<transport::OutputStatus>& outputs,
+                      const std::vector<buffer::ConsumerStats>& consumers,
+                      const buffer::RingStats& s) {
   nlohmann::json j;
   j["inputs"] = nlohmann::json::array();
   for (const auto& in : inputs) {
@@ -88,6 +124,7 @@ nlohmann::json report(const std::vector<Input>& inputs, const buffer::RingStats&
                            {"finished", in.source->finished()},
                            {"counters", countersJson(*in.source)}});
   }
+  j["outputs"] = outputsJson(outputs, consumers);
   // The ring's totals, and what this process refused or dropped before records reached it.
   j["buffer"] = ringStatsJson(s);
   j["buffer"]["refused_queue_full"] = s.refused_queue_full;
@@ -113,6 +150,42 @@ bool allFinished(const std::vector<Input>& inputs) {
     if (!in.source->finished()) return false;
   }
   return true;
+}
+
+void logOutputs(spdlog::logger& log, const std::vector<transport::OutputStatus>& outputs) {
+  for (const auto& o : outputs) {
+    std::string fields;
+    for (const auto& c : o.counters) fields += fmt::format(" {}={}", c.name, c.value);
+    log.info("output={} endpoint={}{}{}", o.name, o.endpoint, fields,
+             o.last_error.empty() ? std::string() : " last_error=\"" + o.last_error + "\"");
+  }
+}
+
+// Every output acknowledged every frame committed so far (nothing is pending for it).
+bool allDelivered(const std::vector<buffer::ConsumerStats>& consumers,
+                  const std::vector<transport::OutputStatus>& outputs) {
+  for (const auto& o : outputs) {
+    for (const auto& c : consumers) {
+      if (c.name == o.name && c.pending_frames > 0) return false;
+    }
+  }
+  return true;
+}
+
+// A consumer left by an output that is no longer configured keeps every frame it did not
+// acknowledge until the ring evicts it: say so once at start.
+void warnAboutOrphanConsumers(spdlog::logger& log, buffer::LmdbRing& ring,
+                              const std::vector<transport::OutputOptions>& outputs) {
+  for (const auto& c : ring.consumerStats()) {
+    bool configured = false;
+    for (const auto& o : outputs) configured = configured || transport::outputName(o) == c.name;
+    if (!configured && c.pending_frames > 0) {
+      log.warn(
+          "buffer consumer '{}' has no output in the config; the {} records it did not "
+          "acknowledge stay in the buffer until evicted",
+          c.name, c.pending_records);
+    }
+  }
 }
 
 }  // namespace
@@ -143,8 +216,35 @@ int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err) {
     return kExitCannotRun;
   }
 
-  std::vector<Input> inputs;
+  // Outputs: on the agent's event loop, each with its own cursor in the ring.
+  auto loop = platform::EventLoop::start("cistern-loop");
+  if (!loop) {
+    fmt::print(err, "cannot start the event loop: {}\n", loop.error().message);
+    (void)(*ring)->close();
+    return kExitCannotRun;
+  }
   bool failed = false;
+  const transport::Identity identity{config->agent.id, platform::hostName(), options.version};
+  auto transport = transport::Transport::create(
+      **loop, config->outputs,
+      [&ring](const std::string& name) -> Result<FrameCursor*> {
+        auto consumer = (*ring)->consumer(name);
+        if (!consumer) return tl::unexpected(consumer.error());
+        return static_cast<FrameCursor*>(*consumer);
+      },
+      identity);
+  if (!transport) {
+    fmt::print(err, "{}\n", transport.error().message);
+    failed = true;
+  } else {
+    transport::Transport* t = transport->get();
+    (*ring)->setCommitListener([t](const buffer::CommitInfo& info) {
+      if (info.first_frame != 0) t->notifyCommitted();
+    });
+  }
+  warnAboutOrphanConsumers(*log, **ring, config->outputs);
+
+  std::vector<Input> inputs;
   for (const auto& input : config->inputs) {
     auto source = makeSource(input, **ring);
     if (!source) {
@@ -166,14 +266,21 @@ int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err) {
   }
   if (failed) {
     for (auto& in : inputs) in.source->stop();
+    if (transport) (*transport)->stop(std::chrono::milliseconds(0));
     (void)(*ring)->close();
     return kExitCannotRun;
   }
+  (*transport)->start();
   if (inputs.empty()) log->warn("no inputs are configured; nothing will be captured");
-  log->info("running: data_dir={} inputs={}", config->agent.data_dir.string(), inputs.size());
+  if (config->outputs.empty()) {
+    log->warn("no outputs are configured; records stay in the buffer until it evicts them");
+  }
+  log->info("running: data_dir={} inputs={} outputs={}", config->agent.data_dir.string(),
+            inputs.size(), config->outputs.size());
 
   auto last_stats = Clock::now();
   int signal_seen = 0;
+  bool inputs_flushed = false;
   while (signal_seen == 0) {
     timespec wait{0, 200'000'000};
     const int sig = sigtimedwait(&signals, nullptr, &wait);
@@ -182,9 +289,14 @@ int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err) {
     } else if (sig > 0) {
       signal_seen = sig;
     }
-    if (options.exit_when_done && !inputs.empty() && allFinished(inputs)) break;
+    if (options.exit_when_done && !inputs.empty() && allFinished(inputs)) {
+      // Done once what the inputs handed over is committed and every output delivered it.
+      if (!inputs_flushed) inputs_flushed = static_cast<bool>((*ring)->flush());
+      if (inputs_flushed && allDelivered((*ring)->consumerStats(), (*transport)->status())) break;
+    }
     if (options.stats_interval.count() > 0 && Clock::now() - last_stats >= options.stats_interval) {
       logStats(*log, inputs);
+      logOutputs(*log, (*transport)->status());
       last_stats = Clock::now();
     }
   }
@@ -218,13 +330,20 @@ int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err) {
       status = kExitCannotRun;
     }
   }
+  // Outputs finish what they have in flight; what they do not stays unacknowledged and is sent
+  // again at the next start.
+  (*transport)->stop(kOutputGrace);
+  const auto output_status = (*transport)->status();
+  (*loop)->stop();
   logStats(*log, inputs);
+  logOutputs(*log, output_status);
+  const auto consumers = (*ring)->consumerStats();
   const auto stats = (*ring)->stats();
   if (auto closed = (*ring)->close(); !closed) {
     fmt::print(err, "closing the buffer failed: {}\n", closed.error().message);
     status = kExitCannotRun;
   }
-  fmt::print(out, "{}\n", report(inputs, stats).dump());
+  fmt::print(out, "{}\n", report(inputs, output_status, consumers, stats).dump());
   std::fflush(out);
   return status;
 }

@@ -14,6 +14,7 @@
 #include "cistern/core/units.h"
 #include "cistern/platform/process.h"
 #include "diagnostics.h"
+#include "output_tables.h"
 #include "schema.h"
 #include "yaml_document.h"
 
@@ -393,15 +394,22 @@ Table<Config> buildSchema() {
                                            "Syslog messages over UDP, TCP or TLS."),
       },
       "What the agent captures. Each entry's `name` is unique; records carry it."));
+  table.add(config::listOf<Config, transport::OutputOptions>(
+      "outputs", &Config::outputs, "type", config::outputAlternatives(),
+      "Where the agent delivers what it captured. Each output reads the buffer with its own "
+      "cursor and acknowledges a frame only once its receiver confirmed it; each entry's `name` "
+      "is unique."));
   return table;
 }
 
-// Input names are unique: they key each input's counters and its saved file offsets. Checked on
-// the document so the message points at the repeated entry.
-void checkUniqueInputNames(const config::Node* root, config::DiagnosticSink& sink) {
+// Input names are unique: they key each input's counters and its saved file offsets; output
+// names too: they name each output's cursor in the buffer. Checked on the document so the message
+// points at the repeated entry. `list_name` is "inputs" or "outputs".
+void checkUniqueNames(const config::Node* root, const std::string& list_name,
+                      config::DiagnosticSink& sink) {
   const config::Node* list = nullptr;
   for (const auto& [key, value] : root->entries) {
-    if (key->isScalar() && key->text == "inputs") list = value;
+    if (key->isScalar() && key->text == list_name) list = value;
   }
   if (list == nullptr || !list->isSequence()) return;
   std::vector<std::pair<std::string, std::size_t>> seen;
@@ -414,9 +422,10 @@ void checkUniqueInputNames(const config::Node* root, config::DiagnosticSink& sin
       const auto first = std::find_if(seen.begin(), seen.end(),
                                       [&name](const auto& s) { return s.first == name; });
       if (first != seen.end()) {
-        sink.report(value->mark, fmt::format("inputs[{}].name", i),
-                    fmt::format("duplicate input name {}; inputs[{}] has it already",
-                                config::quoteText(value->text), first->second));
+        const std::string what = list_name == "inputs" ? "input" : "output";
+        sink.report(value->mark, fmt::format("{}[{}].name", list_name, i),
+                    fmt::format("duplicate {} name {}; {}[{}] has it already", what,
+                                config::quoteText(value->text), list_name, first->second));
       } else {
         seen.emplace_back(value->text, i);
       }
@@ -468,7 +477,8 @@ Result<Config> parseOrThrow(std::string_view text, std::string_view file_name,
     } else {
       config::ParseContext context{sink, knownPaths()};
       schema().parse(result, root, "", root->mark, context);
-      checkUniqueInputNames(root, sink);
+      checkUniqueNames(root, "inputs", sink);
+      checkUniqueNames(root, "outputs", sink);
     }
   }
   if (sink.empty()) return result;

@@ -246,8 +246,9 @@ Key<T> sizeKey(std::string name, M T::*member, std::uint64_t min,
   });
 }
 
-template <typename T>
-Key<T> durationKey(std::string name, std::chrono::nanoseconds T::*member,
+// The member may be any std::chrono::duration; values are rounded down to its unit.
+template <typename T, typename Rep, typename Period>
+Key<T> durationKey(std::string name, std::chrono::duration<Rep, Period> T::*member,
                    std::chrono::nanoseconds min, std::chrono::nanoseconds max) {
   assert(min.count() >= 0 && min <= max);
   KeySpec spec;
@@ -255,8 +256,19 @@ Key<T> durationKey(std::string name, std::chrono::nanoseconds T::*member,
   spec.type = KeyType::kDuration;
   spec.min_duration = min;
   spec.max_duration = max;
-  return Key<T>(std::move(spec),
-                [member](T& target, const Value& value) { target.*member = value.duration; });
+  return Key<T>(std::move(spec), [member](T& target, const Value& value) {
+    target.*member = std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(value.duration);
+  });
+}
+
+// A key of a member struct offered at its owner's level: `nested(&Owner::retry, key)` reads
+// the YAML key into owner.retry, so a group of settings shared by several tables (retry,
+// batching) is declared once without a YAML mapping of its own.
+template <typename T, typename U>
+Key<T> nested(U T::*member, const Key<U>& key) {
+  return Key<T>(key.spec(), [member, key](T& target, const Value& value) {
+    key.store(target.*member, value);
+  });
 }
 
 template <typename E>

@@ -37,16 +37,18 @@ int bufferVerifyCommand(const BufferToolOptions& options, std::FILE* out, std::F
 
 struct RunOptions {
   std::filesystem::path config_file;
-  // Exit once every input has finished (pcap files read to the end); live inputs never finish.
+  // Exit once every input has finished (pcap files read to the end) and every output has
+  // delivered everything in the buffer; live inputs never finish.
   bool exit_when_done = false;
+  std::string version;  // sent to receivers with the agent's identity
   bool verbose = false;                     // -v given: keep the log level the CLI set
   std::chrono::seconds stats_interval{60};  // log every input's counters this often; 0 never
 };
 
-// `cistern run -c FILE`: captures every configured input into the ring until SIGINT/SIGTERM,
-// then prints every input's counters and the buffer's totals as one JSON line on `out`.
-// Exit 1 for a bad config, 2 when the buffer or an input cannot start (every such input is
-// reported).
+// `cistern run -c FILE`: captures every configured input into the ring and delivers it through
+// every configured output until SIGINT/SIGTERM, then prints every input's and output's counters
+// and the buffer's totals as one JSON line on `out`. Exit 1 for a bad config, 2 when the buffer,
+// an input or an output cannot start (every such input and output is reported).
 int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err);
 
 enum class ExportFormat { kPcapng, kNdjson };

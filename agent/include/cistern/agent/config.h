@@ -21,6 +21,7 @@
 #include "cistern/capture/pcap_source.h"
 #include "cistern/capture/syslog_source.h"
 #include "cistern/core/result.h"
+#include "cistern/transport/outputs.h"
 
 namespace cistern::agent {
 
@@ -56,6 +57,8 @@ struct Config {
   LogSection log;
   buffer::RingOptions buffer;
   std::vector<InputConfig> inputs;  // names are unique
+  // Where the records go; names are unique (each names the output's cursor in the buffer).
+  std::vector<transport::OutputOptions> outputs;
 };
 
 // One problem found in a config file.
