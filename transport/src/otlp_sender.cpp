@@ -1,0 +1,462 @@
+#include "otlp_sender.h"
+
+#define ZLIB_CONST
+#include <uv.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cctype>
+#include <climits>
+#include <string_view>
+#include <utility>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace cistern::transport {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kMaxBodyInError = 200;
+// Warnings that a misbehaving receiver or damaged data could repeat for every batch.
+constexpr auto kWarnInterval = std::chrono::seconds(60);
+
+std::shared_ptr<spdlog::logger> logger() {
+  auto existing = spdlog::get("transport");
+  return existing ? existing : spdlog::default_logger();
+}
+
+// At most one warning per kWarnInterval per `last`; the ones in between are only counted.
+bool warnDue(Clock::time_point& last) {
+  const auto now = Clock::now();
+  if (last != Clock::time_point{} && now - last < kWarnInterval) return false;
+  last = now;
+  return true;
+}
+
+// What a receiver said, made safe for an error message and a log line: at most `max` bytes,
+// line breaks as spaces, other control bytes and non-ASCII as '?'.
+std::string sanitize(std::string_view text, std::size_t max) {
+  std::string out;
+  text = text.substr(0, max);
+  out.reserve(text.size());
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\n' || c == '\r' || c == '\t') {
+      out += ' ';
+    } else if (c < 0x20U || c >= 0x7fU) {
+      out += '?';
+    } else {
+      out += ch;
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// RFC 9110 token characters, for header names.
+bool isTokenChar(char ch) {
+  const auto c = static_cast<unsigned char>(ch);
+  return std::isalnum(c) != 0 ||
+         std::string_view("!#$%&'*+-.^_`|~").find(ch) != std::string_view::npos;
+}
+
+Result<std::string> gzipCompress(std::string_view in, int level) {
+  if (in.size() > UINT_MAX / 2) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("gzip: a {}-byte request body is too large", in.size()));
+  }
+  z_stream zs{};
+  int rc = deflateInit2(&zs, level, Z_DEFLATED, 15 + 16 /* gzip wrapper */, 8, Z_DEFAULT_STRATEGY);
+  if (rc != Z_OK) return fail(ErrorCode::kIo, fmt::format("gzip: deflateInit2: {}", zError(rc)));
+  std::string out(deflateBound(&zs, static_cast<uLong>(in.size())), '\0');
+  zs.next_in = reinterpret_cast<const Bytef*>(in.data());
+  zs.avail_in = static_cast<uInt>(in.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  rc = deflate(&zs, Z_FINISH);
+  const std::string reason = zs.msg != nullptr ? zs.msg : zError(rc);
+  const auto produced = static_cast<std::size_t>(zs.total_out);
+  deflateEnd(&zs);
+  if (rc != Z_STREAM_END) return fail(ErrorCode::kIo, "gzip: deflate: " + reason);
+  out.resize(produced);
+  return out;
+}
+
+SendResult closedResult(Clock::time_point start) {
+  SendResult r;
+  r.outcome = Outcome::kRetry;
+  r.error = "closed";
+  r.latency = Clock::now() - start;
+  return r;
+}
+
+// Statuses that say the request can never succeed as configured (credentials, path, method,
+// media type): every later batch will meet the same answer.
+bool isConfigStatus(int status) {
+  return status == 401 || status == 403 || status == 404 || status == 405 || status == 415;
+}
+
+}  // namespace
+
+struct OtlpSender::Work {
+  uv_work_t req{};
+  OtlpSender* sender = nullptr;
+  // Read on the thread pool; neither changes while the work is queued.
+  const OtlpLogsEncoder* encoder = nullptr;
+  bool gzip = false;
+  std::shared_ptr<const Batch> batch;
+  std::function<void(SendResult)> done;
+  Clock::time_point start;
+  // Written on the thread pool, read in afterWork.
+  std::shared_ptr<const std::string> body;
+  OtlpEncodeStats stats;
+  std::string error;
+};
+
+struct OtlpSender::InFlight {
+  // Valid while !finished: close() marks every request finished before the sender may go.
+  OtlpSender* sender = nullptr;
+  std::uint64_t id = 0;
+  bool finished = false;
+  bool probe = false;
+  std::uint64_t records = 0;
+  std::uint64_t unreadable = 0;
+  std::size_t wire_bytes = 0;
+  Clock::time_point start;
+  std::function<void(SendResult)> done;
+};
+
+namespace {
+
+void runWork(uv_work_t* req) {
+  auto* work = static_cast<OtlpSender::Work*>(req->data);
+  OtlpRequestBody encoded = work->encoder->encode(work->batch->frames);
+  work->stats = encoded.stats;
+  if (!work->gzip) {
+    work->body = std::make_shared<const std::string>(std::move(encoded.body));
+    return;
+  }
+  auto compressed = gzipCompress(encoded.body, kOtlpGzipLevel);
+  if (compressed) {
+    work->body = std::make_shared<const std::string>(std::move(*compressed));
+  } else {
+    work->error = compressed.error().message;
+  }
+}
+
+}  // namespace
+
+Result<std::string> otlpLogsUrl(const std::string& output_name, const std::string& endpoint) {
+  const auto bad = [&](std::string_view why) {
+    return fail(ErrorCode::kConfig,
+                fmt::format("output '{}': endpoint '{}': {}", output_name, endpoint, why));
+  };
+  std::string_view rest = endpoint;
+  if (rest.size() >= 8 && iequals(rest.substr(0, 8), "https://")) {
+    rest.remove_prefix(8);
+  } else if (rest.size() >= 7 && iequals(rest.substr(0, 7), "http://")) {
+    rest.remove_prefix(7);
+  } else {
+    return bad("not an http:// or https:// URL");
+  }
+  if (rest.empty() || rest.front() == '/') return bad("no host");
+  for (const char ch : endpoint) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= 0x20U || c == 0x7fU) return bad("spaces or control characters");
+  }
+  if (endpoint.find_first_of("?#") != std::string::npos) {
+    return bad("a query or fragment: give the base URL, /v1/logs is appended to it");
+  }
+  std::string base = endpoint;
+  while (base.ends_with('/')) base.pop_back();
+  if (base.ends_with("/v1/logs")) return bad("give the base URL: /v1/logs is appended to it");
+  return base + "/v1/logs";
+}
+
+SendResult mapOtlpResponse(const HttpResponse& response, const std::string& url,
+                           std::uint64_t records, bool probe, bool* unparseable) {
+  SendResult r;
+  if (unparseable != nullptr) *unparseable = false;
+  if (response.status == 0) {
+    r.outcome = Outcome::kRetry;
+    if (response.tls_error) {
+      r.config_error = true;
+      r.error = fmt::format("TLS failure with {}: {}", url, response.error);
+    } else if (!response.error.empty()) {
+      r.error = response.error;  // the client names the URL
+    } else {
+      r.error = fmt::format("no response from {}{}", url, response.timed_out ? " (timed out)" : "");
+    }
+    return r;
+  }
+  const int status = response.status;
+  if (status >= 200 && status < 300) {
+    r.outcome = Outcome::kDelivered;
+    if (probe) return r;
+    const auto parsed = parseExportResponse(response.body);
+    if (!parsed) {
+      if (unparseable != nullptr) *unparseable = true;
+      return r;
+    }
+    const auto rejected =
+        std::min(static_cast<std::uint64_t>(parsed->rejected_log_records), records);
+    if (rejected > 0) {
+      r.rejected_records = rejected;
+      r.error = fmt::format("{} rejected {} of {} records: {}", url, rejected, records,
+                            sanitize(parsed->error_message, kMaxBodyInError));
+    }
+    return r;
+  }
+  r.error = fmt::format("HTTP {} from {}", status, url);
+  const std::string body = sanitize(response.body, kMaxBodyInError);
+  if (!body.empty()) r.error += ": " + body;
+  const bool retryable = status == 429 || status == 502 || status == 503 || status == 504;
+  if (retryable || probe) {
+    r.outcome = Outcome::kRetry;
+    r.pushback = status == 429 || status == 503;
+    r.retry_after = response.retry_after;
+    // A probe that gets a client error will get it again until the configuration changes.
+    r.config_error = probe && !retryable && status >= 400 && status < 500 && status != 408;
+    return r;
+  }
+  r.outcome = Outcome::kRejected;
+  r.rejected_records = records;
+  r.config_error = isConfigStatus(status);
+  return r;
+}
+
+OtlpSender::OtlpSender(platform::EventLoop& loop, HttpClient& client, std::string endpoint,
+                       std::string url, const OtlpOutputOptions& options, const Identity& identity)
+    : loop_(loop),
+      client_(client),
+      endpoint_(std::move(endpoint)),
+      url_(std::move(url)),
+      gzip_(options.compression == Compression::kGzip),
+      timeout_(options.timeout),
+      max_in_flight_(std::max<std::size_t>(options.batch.max_in_flight, 1)),
+      output_name_(options.name),
+      encoder_(identity),
+      probe_body_(std::make_shared<const std::string>(encoder_.encodeEmptyRequest())) {
+  headers_.emplace_back("Content-Type: application/x-protobuf");
+  headers_.insert(headers_.end(), options.headers.begin(), options.headers.end());
+  gzip_headers_ = headers_;
+  gzip_headers_.emplace_back("Content-Encoding: gzip");
+}
+
+OtlpSender::~OtlpSender() {
+  // close() must have finished: a queued work item points at this sender.
+  assert(work_pending_ == 0);
+  if (work_pending_ > 0 || !in_flight_.empty()) {
+    logger()->error("output '{}': OTLP sender for {} destroyed with requests in flight",
+                    output_name_, endpoint_);
+  }
+  for (auto& entry : in_flight_) entry.second->finished = true;
+}
+
+void OtlpSender::send(std::shared_ptr<const Batch> batch, std::function<void(SendResult)> done) {
+  const auto start = Clock::now();
+  if (closing_) {
+    defer([done = std::move(done), start] { done(closedResult(start)); });
+    return;
+  }
+  auto work = std::make_unique<Work>();
+  work->req.data = work.get();
+  work->sender = this;
+  work->encoder = &encoder_;
+  work->gzip = gzip_;
+  work->batch = std::move(batch);
+  work->done = std::move(done);
+  work->start = start;
+  const int rc = uv_queue_work(static_cast<uv_loop_t*>(loop_.uvLoop()), &work->req, runWork,
+                               [](uv_work_t* req, int status) {
+                                 std::unique_ptr<Work> owned(static_cast<Work*>(req->data));
+                                 OtlpSender* self = owned->sender;
+                                 self->afterWork(std::move(owned), status);
+                               });
+  if (rc != 0) {
+    SendResult r;
+    r.outcome = Outcome::kRetry;
+    r.error = fmt::format("output '{}': queueing a batch for {}: {}", output_name_, url_,
+                          uv_strerror(rc));
+    defer([done = std::move(work->done), r] { done(r); });
+    return;
+  }
+  // The loop owns the work item until its after-work callback.
+  static_cast<void>(work.release());
+  ++work_pending_;
+}
+
+void OtlpSender::afterWork(std::unique_ptr<Work> work, int status) {
+  --work_pending_;
+  if (closing_) {
+    work->done(closedResult(work->start));
+    maybeClosed();
+    return;
+  }
+  if (status != 0 || !work->error.empty()) {
+    SendResult r;
+    r.outcome = Outcome::kRetry;
+    r.error = fmt::format("output '{}': encoding a batch for {}: {}", output_name_, url_,
+                          status != 0 ? uv_strerror(status) : work->error);
+    r.latency = Clock::now() - work->start;
+    work->done(r);
+    return;
+  }
+  const OtlpEncodeStats& stats = work->stats;
+  if (work->batch->attempt == 0) {
+    records_bytes_body_ += stats.bytes_bodies;
+    attributes_bytes_value_ += stats.bytes_attributes;
+    records_malformed_ += stats.malformed;
+    records_unreadable_ += stats.unreadable;
+    if ((stats.malformed > 0 || stats.unreadable > 0) && warnDue(last_record_warning_)) {
+      logger()->warn(
+          "output '{}': batch {}: {} records with malformed metadata sent as bytes, {} records "
+          "of damaged frames not sent",
+          output_name_, work->batch->seq, stats.malformed, stats.unreadable);
+    }
+  }
+  startRequest(std::move(work->body), gzip_, stats.records, stats.unreadable, false, work->start,
+               std::move(work->done));
+}
+
+void OtlpSender::probe(std::function<void(SendResult)> done) {
+  const auto start = Clock::now();
+  if (closing_) {
+    defer([done = std::move(done), start] { done(closedResult(start)); });
+    return;
+  }
+  // The probe body is a few hundred bytes: encoded once, sent uncompressed.
+  startRequest(probe_body_, false, 0, 0, true, start, std::move(done));
+}
+
+void OtlpSender::startRequest(std::shared_ptr<const std::string> body, bool gzip,
+                              std::uint64_t records, std::uint64_t unreadable, bool probe,
+                              Clock::time_point start, std::function<void(SendResult)> done) {
+  auto request = std::make_shared<InFlight>();
+  request->sender = this;
+  request->id = next_request_++;
+  request->probe = probe;
+  request->records = records;
+  request->unreadable = unreadable;
+  request->wire_bytes = body->size();
+  request->start = start;
+  request->done = std::move(done);
+  in_flight_.emplace(request->id, request);
+
+  HttpRequest http;
+  http.url = url_;
+  http.method = "POST";
+  http.headers = gzip ? gzip_headers_ : headers_;
+  http.body = std::move(body);
+  http.timeout = timeout_;
+  client_.send(std::move(http), [request](const HttpResponse& response) {
+    // After close() the batch was already failed; the sender may be gone.
+    if (request->finished) return;
+    request->sender->finish(*request, response);
+  });
+}
+
+void OtlpSender::finish(InFlight& request, const HttpResponse& response) {
+  request.finished = true;
+  in_flight_.erase(request.id);
+  bool unparseable = false;
+  SendResult r = mapOtlpResponse(response, url_, request.records, request.probe, &unparseable);
+  if (unparseable) {
+    ++responses_unparseable_;
+    if (warnDue(last_response_warning_)) {
+      logger()->warn(
+          "output '{}': {} answered HTTP {} with a body that is not an OTLP export response "
+          "({} bytes); taken as delivered",
+          output_name_, url_, response.status, response.body.size());
+    }
+  }
+  r.bytes_sent = response.status != 0 ? request.wire_bytes : 0;
+  if (!request.probe && r.outcome != Outcome::kRetry) r.skipped_records = request.unreadable;
+  r.latency = Clock::now() - request.start;
+  const auto done = std::move(request.done);
+  done(r);
+}
+
+void OtlpSender::close(std::function<void()> closed) {
+  if (closing_) {
+    defer(std::move(closed));
+    return;
+  }
+  closing_ = true;
+  for (auto& entry : in_flight_) {
+    InFlight& request = *entry.second;
+    request.finished = true;
+    defer([done = std::move(request.done), start = request.start] { done(closedResult(start)); });
+  }
+  in_flight_.clear();
+  closed_ = std::move(closed);
+  maybeClosed();
+}
+
+void OtlpSender::maybeClosed() {
+  if (!closing_ || work_pending_ > 0 || !closed_) return;
+  // Deferred, so that it runs after the failures deferred above, and so that the owner may
+  // destroy this sender in it without this function still running.
+  defer(std::exchange(closed_, nullptr));
+}
+
+void OtlpSender::defer(std::function<void()> fn) {
+  auto shared = std::make_shared<std::function<void()>>(std::move(fn));
+  if (!loop_.post([shared] { (*shared)(); })) (*shared)();
+}
+
+std::vector<Counter> OtlpSender::counters() const {
+  return {{"records_bytes_body", records_bytes_body_},
+          {"attributes_bytes_value", attributes_bytes_value_},
+          {"records_malformed", records_malformed_},
+          {"records_unreadable", records_unreadable_},
+          {"responses_unparseable", responses_unparseable_}};
+}
+
+Result<std::unique_ptr<Sender>> makeOtlpSender(platform::EventLoop& loop, HttpClient& client,
+                                               const std::string& endpoint,
+                                               const OtlpOutputOptions& options,
+                                               const Identity& identity) {
+  auto url = otlpLogsUrl(options.name, endpoint);
+  if (!url) return tl::unexpected(url.error());
+  for (std::size_t i = 0; i < options.headers.size(); ++i) {
+    // Values are never echoed: headers carry credentials.
+    const std::string& header = options.headers[i];
+    const auto bad = [&](std::string_view why) {
+      return fail(ErrorCode::kConfig,
+                  fmt::format("output '{}': headers[{}]: {}", options.name, i, why));
+    };
+    const auto colon = header.find(':');
+    const std::string_view name = colon == std::string::npos
+                                      ? std::string_view()
+                                      : trim(std::string_view(header).substr(0, colon));
+    if (name.empty() || !std::all_of(name.begin(), name.end(), isTokenChar)) {
+      return bad("not \"Name: value\"");
+    }
+    if (header.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+      return bad(fmt::format("the value of {} holds a line break or NUL", name));
+    }
+    for (const std::string_view own : {"Content-Type", "Content-Encoding", "Content-Length"}) {
+      if (iequals(name, own)) return bad(fmt::format("{} is set by the OTLP output", own));
+    }
+  }
+  return std::make_unique<OtlpSender>(loop, client, endpoint, std::move(*url), options, identity);
+}
+
+}  // namespace cistern::transport

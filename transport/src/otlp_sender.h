@@ -1,0 +1,134 @@
+// OtlpSender: the `otlp` output's Sender for one endpoint. POSTs each batch as one
+// ExportLogsServiceRequest (otlp_encode.h) to `{endpoint}/v1/logs` through an HttpClient shared
+// by the output's endpoints.
+//
+// Encoding and gzip run on libuv's thread pool (uv_queue_work), never on the loop thread: a
+// 1 MiB batch costs milliseconds of CPU that would delay every other output and timer.
+//
+// Responses (OTLP/HTTP, opentelemetry-proto's otlp.md "Failures"):
+//   2xx                  kDelivered; partial_success.rejected_log_records are reported as
+//                        rejected_records with the receiver's error_message. A 2xx body that is
+//                        not an ExportLogsServiceResponse still means delivered (the status is the
+//                        acknowledgement); it is counted in responses_unparseable and logged.
+//   429, 503             kRetry, pushback, Retry-After passed on
+//   502, 504             kRetry, Retry-After passed on
+//   no response          kRetry (connection refused or lost, timeout)
+//   TLS failure          kRetry with config_error (certificate, CA or key problem)
+//   anything else        kRejected: the whole batch is refused for good and never resent (400 is
+//                        never retried, per the spec). 401, 403, 404, 405 and 415 also set
+//                        config_error: every later batch will fail the same way.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cistern/core/counter.h"
+#include "cistern/core/result.h"
+#include "cistern/platform/event_loop.h"
+#include "cistern/transport/http_client.h"
+#include "cistern/transport/outputs.h"
+#include "otlp_encode.h"
+#include "sender.h"
+
+namespace cistern::transport {
+
+// zlib level for Content-Encoding: gzip. Measured on 5000 200-byte access-log lines (a 1.6 MB
+// request): level 1 compresses 5.6:1 at ~110 MB/s, level 3 6.0:1 at ~98 MB/s, level 6 6.7:1 at
+// ~47 MB/s. Compression costs ten times the encoding, so the extra 20% of ratio of level 6 is not
+// worth 2.4 times the CPU of a small sensor.
+inline constexpr int kOtlpGzipLevel = 1;
+
+// "{endpoint}/v1/logs" with trailing slashes of the endpoint removed. Errors: kConfig naming the
+// output and the endpoint when it is not an http:// or https:// URL with a host, or carries a
+// query, a fragment, spaces or control characters.
+Result<std::string> otlpLogsUrl(const std::string& output_name, const std::string& endpoint);
+
+// How a response (or its absence) maps to a SendResult; `records` is the batch's record count.
+// `probe`: anything but 2xx is kRetry (a probe never rejects), with config_error for client
+// errors other than 408 and 429. Sets *unparseable (when given) for a 2xx body that is not an
+// ExportLogsServiceResponse. Latency, bytes and skipped records are left to the caller. Pure.
+SendResult mapOtlpResponse(const HttpResponse& response, const std::string& url,
+                           std::uint64_t records, bool probe, bool* unparseable = nullptr);
+
+class OtlpSender final : public Sender {
+ public:
+  // Use makeOtlpSender(), which checks the options first.
+  OtlpSender(platform::EventLoop& loop, HttpClient& client, std::string endpoint, std::string url,
+             const OtlpOutputOptions& options, const Identity& identity);
+  ~OtlpSender() override;
+  OtlpSender(const OtlpSender&) = delete;
+  OtlpSender& operator=(const OtlpSender&) = delete;
+
+  [[nodiscard]] const std::string& endpoint() const override { return endpoint_; }
+  void send(std::shared_ptr<const Batch> batch, std::function<void(SendResult)> done) override;
+  void probe(std::function<void(SendResult)> done) override;
+  [[nodiscard]] std::size_t maxInFlight() const override { return max_in_flight_; }
+  // Fails the requests in flight at once (kRetry "closed"; their responses are ignored when they
+  // come), waits for batches still being encoded (milliseconds) and fails them too, then calls
+  // `closed`. The HttpClient is not closed: it belongs to the output.
+  void close(std::function<void()> closed) override;
+
+  // Loop thread. In a stable order: records_bytes_body (log and syslog bodies sent as
+  // bytes_value, not UTF-8), attributes_bytes_value, records_malformed (metadata that did not
+  // decode, sent as bytes), records_unreadable (not sent: damaged frame body; reported as
+  // skipped), responses_unparseable (2xx bodies that were not an ExportLogsServiceResponse).
+  // Record figures are counted at a batch's first attempt only, so resends do not inflate them.
+  [[nodiscard]] std::vector<Counter> counters() const;
+
+  struct Work;      // a batch being encoded on the thread pool
+  struct InFlight;  // a request the HttpClient has
+
+ private:
+  void afterWork(std::unique_ptr<Work> work, int status);
+  void startRequest(std::shared_ptr<const std::string> body, bool gzip, std::uint64_t records,
+                    std::uint64_t unreadable, bool probe,
+                    std::chrono::steady_clock::time_point start,
+                    std::function<void(SendResult)> done);
+  void finish(InFlight& request, const HttpResponse& response);
+  // Runs `fn` on the loop thread after the current callback (inline when the loop is stopping).
+  void defer(std::function<void()> fn);
+  void maybeClosed();
+
+  platform::EventLoop& loop_;
+  HttpClient& client_;
+  const std::string endpoint_;
+  const std::string url_;
+  std::vector<std::string> headers_;       // Content-Type and the configured ones
+  std::vector<std::string> gzip_headers_;  // the same with Content-Encoding: gzip
+  const bool gzip_;
+  const std::chrono::milliseconds timeout_;
+  const std::size_t max_in_flight_;
+  const std::string output_name_;
+  OtlpLogsEncoder encoder_;
+  std::shared_ptr<const std::string> probe_body_;
+
+  std::unordered_map<std::uint64_t, std::shared_ptr<InFlight>> in_flight_;
+  std::uint64_t next_request_ = 0;
+  std::size_t work_pending_ = 0;
+  bool closing_ = false;
+  std::function<void()> closed_;
+
+  std::uint64_t records_bytes_body_ = 0;
+  std::uint64_t attributes_bytes_value_ = 0;
+  std::uint64_t records_malformed_ = 0;
+  std::uint64_t records_unreadable_ = 0;
+  std::uint64_t responses_unparseable_ = 0;
+  std::chrono::steady_clock::time_point last_record_warning_;
+  std::chrono::steady_clock::time_point last_response_warning_;
+};
+
+// Checks the endpoint (see otlpLogsUrl) and the extra headers ("Name: value", no CR or LF, not
+// Content-Type, Content-Encoding or Content-Length, which the sender sets) and creates the
+// sender. `loop` and `client` must outlive it. Call on the loop thread. Errors: kConfig naming
+// the output and what is wrong.
+Result<std::unique_ptr<Sender>> makeOtlpSender(platform::EventLoop& loop, HttpClient& client,
+                                               const std::string& endpoint,
+                                               const OtlpOutputOptions& options,
+                                               const Identity& identity);
+
+}  // namespace cistern::transport
