@@ -129,9 +129,9 @@ class FakeSender final : public transport::Sender {
   }
 
   void flush() {
-    auto probes = std::move(probes_pending_);
+    auto answered = std::move(probes_pending_);
     probes_pending_.clear();
-    for (auto& p : probes) p.done(p.result);
+    for (auto& p : answered) p.done(p.result);
     if (hold && !force_once_) return;
     force_once_ = false;
     auto answers = std::move(pending_);

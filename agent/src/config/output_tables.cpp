@@ -262,7 +262,9 @@ Table<FileOutputOptions> fileTable() {
                           "`NAME.N.pcapng`, other records in `NAME.N.ndjson`."));
   table.add(sizeKey("max_file_bytes", &FileOutputOptions::max_file_bytes, 64 * kKiB, 1024 * kGiB)
                 .byDefault("100MiB")
-                .describe("A file is closed and the next one opened once it holds this much."));
+                .describe("A file is closed and the next one opened once it holds this much (a "
+                          "batch is never split between files, so a file may exceed this by "
+                          "up to `max_batch_bytes`)."));
   table.add(integerKey("max_files", &FileOutputOptions::max_files, 1, 100000)
                 .byDefault("10")
                 .unit("files")

@@ -80,7 +80,9 @@ struct SyslogOutputOptions {
 struct FileOutputOptions {
   std::string name;
   std::string path;                            // directory, created if missing
-  std::uint64_t max_file_bytes = 100U << 20U;  // a file is closed and a new one opened past this
+  // A file is closed and a new one opened past this, between batches (a file may exceed it by
+  // up to one batch).
+  std::uint64_t max_file_bytes = 100U << 20U;
   std::uint32_t max_files = 10;                // per format; the oldest are deleted
   BatchOptions batch;
 };
