@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian package that building, testing and benchmarking Cistern needs.
-# Idempotent: packages already present are not reinstalled and apt is not touched at all
-# when nothing is missing.
+# Installs every Debian package that building, testing and benchmarking Cistern needs, then the
+# npm test peers (scripts/peers.sh). Idempotent: packages already present are not reinstalled and
+# apt is not touched at all when nothing is missing.
 set -euo pipefail
 
 packages=(
@@ -27,14 +27,23 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if ((${#missing[@]} == 0)); then
-  echo "bootstrap: all ${#packages[@]} packages present"
-  exit 0
+# Node.js runs the npm test peers (tests/peers). Debian's is installed only when the machine has
+# no node at all: developer and CI machines of this kind bring a newer node and npm of their own,
+# which the Debian packages would conflict with.
+if ! command -v node >/dev/null 2>&1; then
+  missing+=(nodejs npm)
 fi
 
-echo "bootstrap: installing ${missing[*]}"
 sudo_cmd=()
 if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -q
-"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+if ((${#missing[@]} == 0)); then
+  echo "bootstrap: all ${#packages[@]} packages present"
+else
+  echo "bootstrap: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -q
+  "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The npm packages the tests run as peers (idempotent).
+"$(dirname "$0")/peers.sh"
