@@ -66,6 +66,10 @@ using ValueCheck = std::function<std::optional<std::string>(const Value&)>;
 
 inline constexpr std::uint64_t kNoSizeLimit = std::numeric_limits<std::uint64_t>::max();
 
+// The default of a string-list key that may be empty (`headers`): byDefault(kEmptyListDefault).
+// Lists without it need at least one entry.
+inline constexpr std::string_view kEmptyListDefault = "[]";
+
 // Everything about a key but where its value goes.
 struct KeySpec {
   std::string name;
@@ -94,6 +98,11 @@ struct ValueError {
   std::string message;
   std::string suggestion;  // enums: the nearest valid value
 };
+
+// A string-list key that may be empty or absent.
+inline bool optionalList(const KeySpec& spec) {
+  return spec.type == KeyType::kStringList && spec.default_text == kEmptyListDefault;
+}
 
 // Converts a scalar's text to the key's type, then checks range, choices and `check`.
 tl::expected<Value, ValueError> convertValue(const KeySpec& spec, std::string_view text);
@@ -566,7 +575,7 @@ class Table {
           }
           list.list.push_back(item.text);
         }
-        if (list.list.empty() && !state.failed) {
+        if (list.list.empty() && !state.failed && !optionalList(spec)) {
           state.failed = true;
           context.sink.report(value.mark, key_path, "the list is empty; give at least one entry");
         }
@@ -599,6 +608,10 @@ class Table {
       state.failed = true;
       context.sink.report(where, key_path,
                           fmt::format("is missing; it is required ({})", expectedValue(spec)));
+      return;
+    }
+    if (optionalList(spec) && state.text == kEmptyListDefault) {
+      key.store(target, Value{});
       return;
     }
     auto converted = convertValue(spec, state.text);

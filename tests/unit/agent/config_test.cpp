@@ -227,10 +227,11 @@ TEST_CASE("an unknown key names the nearest valid one", "[unit]") {
     CHECK(onlyProblem("agent: {data_dri: /x}").suggestion == "data_dir");
   }
   SECTION("an unknown top-level section with nothing close lists the sections") {
-    const auto d = onlyProblem("outputs:\n  - kafka\n");
-    CHECK(d.key == "outputs");
+    const auto d = onlyProblem("exporters:\n  - kafka\n");
+    CHECK(d.key == "exporters");
     CHECK(d.suggestion.empty());
-    CHECK(d.message == "unknown section; valid sections are 'agent', 'log', 'buffer', 'inputs'");
+    CHECK(d.message ==
+          "unknown section; valid sections are 'agent', 'log', 'buffer', 'inputs', 'outputs'");
   }
   SECTION("an unknown key with nothing close lists the section's keys") {
     const auto d = onlyProblem("buffer:\n  path: /tmp/x\n");
@@ -479,11 +480,11 @@ TEST_CASE("an empty file or a top level that is no mapping is an error", "[unit]
     CHECK(d.key.empty());
     CHECK(d.message ==
           "the file has no settings; write a mapping of sections ('agent', 'log', "
-          "'buffer', 'inputs')");
+          "'buffer', 'inputs', 'outputs')");
   }
   CHECK(onlyProblem("- agent\n- log\n").message ==
-        "the top level must be a mapping of sections ('agent', 'log', 'buffer', 'inputs'), "
-        "not a list");
+        "the top level must be a mapping of sections ('agent', 'log', 'buffer', 'inputs', "
+        "'outputs'), not a list");
   CHECK(contains(onlyProblem("hello").message, "not a single value"));
   const auto second = onlyProblem("log: {}\n---\nbuffer: {}\n");
   CHECK(second.line == 2);
@@ -887,4 +888,111 @@ TEST_CASE("the inputs example in docs/config.md is valid", "[unit][docs]") {
   const std::string docs = readFile(kDocsPath);
   const Config c = parseValid(docsBlock(docs, "## Inputs", "yaml"));
   CHECK(c.inputs.size() == 4);
+}
+
+TEST_CASE("outputs of every type are parsed with their defaults", "[unit]") {
+  using cistern::transport::Compression;
+  using cistern::transport::FileOutputOptions;
+  using cistern::transport::OtlpOutputOptions;
+  using cistern::transport::SyslogOutputOptions;
+  const Config c = parseValid(R"(
+outputs:
+  - type: otlp
+    name: processor
+    endpoints: [https://proc-a:4318, https://proc-b:4318/prefix]
+    headers: ["Authorization: Bearer abc"]
+    compression: none
+    max_in_flight: 8
+    retry_max: 1m
+    tls:
+      ca_file: /etc/cistern/ca.pem
+      cert_file: /etc/cistern/client.pem
+      key_file: /etc/cistern/client.key
+  - type: syslog
+    name: siem
+    endpoints: relp+tls://siem:2514
+    ack_timeout: 5s
+  - type: file
+    name: archive
+    path: /var/lib/cistern/archive
+    max_file_bytes: 1GiB
+)");
+  REQUIRE(c.outputs.size() == 3);
+  const auto& otlp = std::get<OtlpOutputOptions>(c.outputs[0]);
+  CHECK(otlp.endpoints ==
+        std::vector<std::string>{"https://proc-a:4318", "https://proc-b:4318/prefix"});
+  CHECK(otlp.headers == std::vector<std::string>{"Authorization: Bearer abc"});
+  CHECK(otlp.compression == Compression::kNone);
+  CHECK(otlp.timeout == 10s);
+  CHECK(otlp.batch.max_in_flight == 8);
+  CHECK(otlp.batch.max_bytes == kMiB);
+  CHECK(otlp.retry.initial_backoff == 500ms);
+  CHECK(otlp.retry.max_backoff == 60s);
+  CHECK(otlp.retry.failover_after == 3);
+  CHECK(otlp.tls.ca_file == "/etc/cistern/ca.pem");
+  CHECK(otlp.tls.key_file == "/etc/cistern/client.key");
+  CHECK_FALSE(otlp.tls.insecure_skip_verify);
+  const auto& siem = std::get<SyslogOutputOptions>(c.outputs[1]);
+  CHECK(siem.endpoints == std::vector<std::string>{"relp+tls://siem:2514"});
+  CHECK(siem.ack_timeout == 5s);
+  CHECK(siem.batch.max_in_flight == 8);
+  CHECK(siem.max_message_bytes == 64 * kKiB);
+  const auto& archive = std::get<FileOutputOptions>(c.outputs[2]);
+  CHECK(archive.path == "/var/lib/cistern/archive");
+  CHECK(archive.max_file_bytes == kGiB);
+  CHECK(archive.max_files == 10);
+  CHECK(cistern::transport::outputName(c.outputs[2]) == "archive");
+  CHECK(std::string(cistern::transport::outputType(c.outputs[1])) == "syslog");
+}
+
+TEST_CASE("bad outputs are all reported in one run", "[unit]") {
+  const auto found = parseInvalid(R"(
+outputs:
+  - type: otlp
+    name: a
+    endpoints: [ftp://x:21]
+  - type: otlp
+    name: b
+    endpoints: http://x:4318
+    headers: ["no colon here"]
+    tls:
+      cert_file: /c.pem
+  - type: syslog
+    name: c
+    endpoints: [tcp://host, udp://host:514]
+  - type: file
+    name: c
+    path: ""
+    max_files: 0
+  - type: otlp
+    name: e
+    endpoints: http://x:4318
+    retry_inital: 1s
+)");
+  auto has = [&](const std::string& key, const std::string& part) {
+    for (const auto& d : found) {
+      if (d.key == key && contains(d.message, part)) return true;
+    }
+    return false;
+  };
+  CHECK(has("outputs[0].endpoints[0]", "must start with http:// or https://"));
+  CHECK(has("outputs[1].headers[0]", "must be 'Name: value'"));
+  CHECK(has("outputs[1].tls.cert_file", "give both 'cert_file' and 'key_file'"));
+  CHECK(has("outputs[2].endpoints[0]", "has no HOST:PORT"));
+  CHECK(has("outputs[2].endpoints[1]", "must start with tcp://, tls://, relp://, relp+tls://"));
+  CHECK(has("outputs[3].name", "duplicate output name 'c'"));
+  CHECK(has("outputs[3].path", "must not be empty"));
+  CHECK(has("outputs[3].max_files", ""));
+  bool suggested = false;
+  for (const auto& d : found) {
+    if (d.key == "outputs[4].retry_inital") suggested = d.suggestion == "retry_initial";
+  }
+  CHECK(suggested);
+  for (const auto& d : found) CHECK(d.line > 0);
+}
+
+TEST_CASE("the outputs example in docs/config.md is valid", "[unit][docs]") {
+  const std::string docs = readFile(kDocsPath);
+  const Config c = parseValid(docsBlock(docs, "## Outputs", "yaml"));
+  CHECK(c.outputs.size() == 3);
 }
