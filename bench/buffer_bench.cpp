@@ -65,14 +65,6 @@ void reportMemory(const char* phase) {
              formatSize(m.peak_rss_bytes));
 }
 
-double mbPerS(std::uint64_t bytes, double seconds) {
-  return static_cast<double>(bytes) / 1e6 / seconds;
-}
-
-double secondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
 // Sequential 1 MiB writes: what the disk does with no database in the way. With `sync_every` 0,
 // one fdatasync at the end (the reference disk_ratio uses); otherwise an fdatasync after every
 // `sync_every` bytes, the durability the ring gives with sync: batch.
@@ -269,32 +261,6 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
 }
 
 }  // namespace
-
-// Samples resident memory every 5 ms: VmHWM alone cannot tell heap from mapped file pages.
-class MemorySampler {
- public:
-  MemorySampler() : thread_([this] { run(); }) {}
-  ~MemorySampler() {
-    stop_ = true;
-    thread_.join();
-  }
-  double peakAnonMb() const { return static_cast<double>(peak_anon_.load()) / 1e6; }
-  double peakFileMb() const { return static_cast<double>(peak_file_.load()) / 1e6; }
-
- private:
-  void run() {
-    while (!stop_) {
-      const auto m = platform::memoryUsage();
-      peak_anon_ = std::max(peak_anon_.load(), m.rss_anon_bytes);
-      peak_file_ = std::max(peak_file_.load(), m.rss_file_bytes);
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  }
-  std::atomic<bool> stop_{false};
-  std::atomic<std::uint64_t> peak_anon_{0};
-  std::atomic<std::uint64_t> peak_file_{0};
-  std::thread thread_;
-};
 
 int runBufferBench(const BufferBenchOptions& o) {
   g_phases = o.phases;

@@ -7,7 +7,36 @@
 #include <CLI/CLI.hpp>
 
 #include "buffer_bench.h"
+#include "capture_bench.h"
 #include "cistern/core/units.h"
+#include "tail_bench.h"
+
+namespace {
+
+CLI::CheckedTransformer syncModes() {
+  return CLI::CheckedTransformer(
+      std::map<std::string, cistern::buffer::SyncMode>{
+          {"batch", cistern::buffer::SyncMode::kBatch},
+          {"always", cistern::buffer::SyncMode::kAlways},
+          {"none", cistern::buffer::SyncMode::kNone}},
+      CLI::ignore_case);
+}
+
+// Parses an option given as text with units (a size or a duration) into `out`; an empty text
+// leaves it. False, after saying why, when the text is invalid.
+template <typename T, typename Parse>
+bool parseOption(const std::string& text, const char* flag, T& out, Parse parse) {
+  if (text.empty()) return true;
+  auto parsed = parse(text);
+  if (!parsed) {
+    fprintf(stderr, "%s: %s\n", flag, parsed.error().message.c_str());
+    return false;
+  }
+  out = *parsed;
+  return true;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"cistern-bench: benchmarks that print figures (never pass/fail on time)"};
@@ -25,13 +54,7 @@ int main(int argc, char** argv) {
   buf->add_option("--records", b.records, "Records to write")->capture_default_str();
   buf->add_option("--record-size", b.record_size, "Payload bytes per record")
       ->capture_default_str();
-  buf->add_option("--sync", b.sync, "batch | always | none")
-      ->transform(CLI::CheckedTransformer(
-          std::map<std::string, cistern::buffer::SyncMode>{
-              {"batch", cistern::buffer::SyncMode::kBatch},
-              {"always", cistern::buffer::SyncMode::kAlways},
-              {"none", cistern::buffer::SyncMode::kNone}},
-          CLI::ignore_case));
+  buf->add_option("--sync", b.sync, "batch | always | none")->transform(syncModes());
   buf->add_option("--codec", b.codec, "none | zstd")
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, cistern::buffer::Codec>{{"none", cistern::buffer::Codec::kNone},
@@ -57,36 +80,64 @@ int main(int argc, char** argv) {
   buf->add_flag("--phases", b.phases, "Print resident memory after each phase of a run");
   buf->add_flag("--json", json_only, "Accepted for symmetry: the last line is always JSON");
 
+  cistern::bench::CaptureBenchOptions c;
+  c.dir = b.dir;
+  auto* cap = app.add_subcommand(
+      "capture", "Ingest a pcap file through PcapSource into a fresh ring, against tcpdump -r");
+  cap->add_option("--pcap", c.pcap, "The pcap file (written first with --generate)");
+  cap->add_option("--generate", c.generate,
+                  "Write a pcap of N synthetic Ethernet/IPv4/UDP packets first");
+  cap->add_option("--packet-size", c.packet_size, "Bytes per generated frame")
+      ->check(CLI::Range(42, 65535))
+      ->capture_default_str();
+  cap->add_flag("--generate-only", c.generate_only, "Write the --generate file and stop");
+  cap->add_option("--sync", c.sync, "batch | always | none")->transform(syncModes());
+  cap->add_option("--repeat", c.repeat, "Runs; figures are medians")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  cap->add_option("--tcpdump", c.tcpdump, "The reference program")->capture_default_str();
+  cap->add_option("--dir", c.dir, "Where the rings go (the disk under test)")
+      ->capture_default_str();
+  cap->add_flag("--keep", c.keep, "Keep the rings (and a generated file) afterwards");
+  cap->add_flag("--json", json_only, "Accepted for symmetry: the last line is always JSON");
+
+  cistern::bench::TailBenchOptions t;
+  t.dir = b.dir;
+  std::string poll_interval;
+  auto* tail = app.add_subcommand(
+      "tail", "Tail a file of N lines through FileTailSource into a fresh ring, against a read");
+  tail->add_option("--lines", t.lines, "Lines in the file")->capture_default_str();
+  tail->add_option("--line-size", t.line_size, "Bytes per line, the newline included")
+      ->check(CLI::Range(2, 1 << 20))
+      ->capture_default_str();
+  tail->add_option("--sync", t.sync, "batch | always | none")->transform(syncModes());
+  tail->add_option("--repeat", t.repeat, "Runs; figures are medians")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  tail->add_option("--poll-interval", poll_interval,
+                   "The input's poll_interval (default: its own)");
+  tail->add_option("--dir", t.dir, "Where the file and the rings go")->capture_default_str();
+  tail->add_flag("--keep", t.keep, "Keep the file and the rings afterwards");
+  tail->add_flag("--json", json_only, "Accepted for symmetry: the last line is always JSON");
+
   CLI11_PARSE(app, argc, argv);
   if (!verbose) spdlog::set_level(spdlog::level::warn);
   if (*buf) {
-    if (!max_size.empty()) {
-      auto parsed = cistern::parseSize(max_size);
-      if (!parsed) {
-        fprintf(stderr, "--max-size: %s\n", parsed.error().message.c_str());
-        return 2;
-      }
-      b.max_size = *parsed;
-    }
-    for (auto [text, field] : {std::pair{&commit_max, &b.commit_max_bytes},
-                               std::pair{&ingest_max, &b.ingest_max_bytes}}) {
-      if (text->empty()) continue;
-      auto parsed = cistern::parseSize(*text);
-      if (!parsed) {
-        fprintf(stderr, "%s\n", parsed.error().message.c_str());
-        return 2;
-      }
-      *field = *parsed;
-    }
-    if (!commit_interval.empty()) {
-      auto parsed = cistern::parseDuration(commit_interval);
-      if (!parsed) {
-        fprintf(stderr, "--commit-interval: %s\n", parsed.error().message.c_str());
-        return 2;
-      }
-      b.commit_interval = *parsed;
+    if (!parseOption(max_size, "--max-size", b.max_size, cistern::parseSize) ||
+        !parseOption(commit_max, "--commit-max", b.commit_max_bytes, cistern::parseSize) ||
+        !parseOption(ingest_max, "--ingest-max", b.ingest_max_bytes, cistern::parseSize) ||
+        !parseOption(commit_interval, "--commit-interval", b.commit_interval,
+                     cistern::parseDuration)) {
+      return 2;
     }
     return cistern::bench::runBufferBench(b);
+  }
+  if (*cap) return cistern::bench::runCaptureBench(c);
+  if (*tail) {
+    if (!parseOption(poll_interval, "--poll-interval", t.poll_interval, cistern::parseDuration)) {
+      return 2;
+    }
+    return cistern::bench::runTailBench(t);
   }
   return 0;
 }

@@ -213,6 +213,9 @@ class FileTailSource final : public Source {
         log_(captureLogger()),
         batch_(options_.name),
         rotate_wait_(std::max<SteadyClock::duration>(kMinRotateWait, 4 * options_.poll_interval)),
+        poll_ms_(static_cast<std::uint64_t>(std::max<std::int64_t>(
+            1, std::chrono::duration_cast<std::chrono::milliseconds>(options_.poll_interval)
+                   .count()))),
         read_buf_(kReadChunk) {}
 
   ~FileTailSource() override { stop(); }
@@ -233,7 +236,7 @@ class FileTailSource final : public Source {
   void discover(const std::string& path, const struct stat& st, bool initial);
   Result<std::pair<std::uint64_t, bool>> startOffset(TailFile& f, const struct stat& st,
                                                      bool initial);
-  void readFile(TailFile& f);
+  bool readFile(TailFile& f);
   void restartFile(TailFile& f, std::uint64_t size, const char* why);
   bool appendBatch(TailFile& f, bool tombstone = false);
   void finishRotated(TailFile& f, SteadyClock::time_point now);
@@ -257,6 +260,7 @@ class FileTailSource final : public Source {
   std::uint64_t next_order_ = 0;
   Batch batch_;
   const SteadyClock::duration rotate_wait_;
+  const std::uint64_t poll_ms_;  // the timer's period
   std::vector<char> read_buf_;
   bool sink_closed_ = false;
   bool sink_error_logged_ = false;
@@ -293,9 +297,7 @@ Status FileTailSource::start() {
   uv_async_init(&loop_, &stop_async_, &FileTailSource::onStopAsync);
   timer_.data = this;
   stop_async_.data = this;
-  const auto interval_ms = static_cast<std::uint64_t>(std::max<std::int64_t>(
-      1, std::chrono::duration_cast<std::chrono::milliseconds>(options_.poll_interval).count()));
-  uv_timer_start(&timer_, &FileTailSource::onTimer, 0, interval_ms);
+  uv_timer_start(&timer_, &FileTailSource::onTimer, 0, poll_ms_);
   started_ = true;
   thread_ = std::thread([this] {
     ::pthread_setname_np(::pthread_self(), "cistern-tail");
@@ -371,13 +373,19 @@ void FileTailSource::tick() {
   std::sort(order.begin(), order.end(),
             [](const TailFile* a, const TailFile* b) { return a->order < b->order; });
   const auto now = SteadyClock::now();
+  bool behind = false;
   for (TailFile* f : order) {
     if (stopping_.load() || sink_closed_) break;
-    readFile(*f);
+    behind = readFile(*f) || behind;
     finishRotated(*f, now);
   }
   std::erase_if(files_, [](const auto& kv) { return kv.second->fd < 0; });
   counters_.files_watched.store(files_.size());
+  // A file that used its whole budget has more to read: the next tick comes at once instead of
+  // a poll interval later, or the tail could never read faster than kTickBudget per interval.
+  if (behind && !stopping_.load() && !sink_closed_) {
+    uv_timer_start(&timer_, &FileTailSource::onTimer, 0, poll_ms_);
+  }
 }
 
 void FileTailSource::scan(bool initial) {
@@ -555,12 +563,14 @@ void FileTailSource::restartFile(TailFile& f, std::uint64_t size, const char* wh
   f.state_dirty = true;
 }
 
-void FileTailSource::readFile(TailFile& f) {
-  if (f.fd < 0) return;
+// Reads what the file gained, up to kTickBudget. Returns true when it stopped at the budget with
+// more to read.
+bool FileTailSource::readFile(TailFile& f) {
+  if (f.fd < 0) return false;
   struct stat st {};
   if (::fstat(f.fd, &st) != 0) {
     readError(f, "fstat: " + errnoText(errno));
-    return;
+    return false;
   }
   const auto size = static_cast<std::uint64_t>(st.st_size);
   const auto mtime = mtimeNs(st);
@@ -575,7 +585,7 @@ void FileTailSource::readFile(TailFile& f) {
         readPrefix(f.fd, std::min(size, std::max(options_.fingerprint_bytes, f.fp.length)));
     if (!prefix) {
       readError(f, prefix.error().message);
-      return;
+      return false;
     }
     auto fp = tail::matchFingerprint(*prefix, f.fp, options_.fingerprint_bytes);
     if (!fp) {
@@ -615,14 +625,15 @@ void FileTailSource::readFile(TailFile& f) {
       const std::size_t before = batch_.size();
       data.remove_prefix(f.scanner.feed(data, batch_));
       counters_.lines_read.fetch_add(batch_.size() - before);
-      if (batch_.full() && !appendBatch(f)) return;
+      if (batch_.full() && !appendBatch(f)) return false;
     }
   }
   if (read_ok && f.error_logged) {
     log_->info("input={} path={} event=read_recovered", options_.name, f.path);
     f.error_logged = false;
   }
-  if (!batch_.empty() || f.state_dirty) appendBatch(f);
+  if ((!batch_.empty() || f.state_dirty) && !appendBatch(f)) return false;
+  return read_ok && budget == 0 && f.scanner.readPosition() < size;
 }
 
 // Hands the batch (possibly empty) to the sink with the file's state. On failure the file is
