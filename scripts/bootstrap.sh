@@ -18,6 +18,8 @@ packages=(
   lmdb-utils procps tcpdump
   # capture tests: namespaces and veth pairs, packet replay, pcap decoding, damaged samples, test CAs
   iproute2 tcpreplay tshark pcapfix openssl
+  # syslog output tests: rsyslogd as the receiver (imptcp, imtcp with OpenSSL, imrelp)
+  rsyslog rsyslog-openssl rsyslog-relp
 )
 
 missing=()
