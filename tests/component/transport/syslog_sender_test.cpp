@@ -590,6 +590,16 @@ TEST_CASE("syslog TLS: a certificate that does not verify is a configuration err
   }
   std::this_thread::sleep_for(300ms);
   CHECK(countPrefix(rsyslog.messages(), "badtls") == 0);
+
+  // insecure_skip_verify: the same unverifiable server is accepted (with a warning in the log).
+  auto insecure = outputOptions(rsyslog.endpoint("tls"));
+  insecure.tls.ca_file = testPki().other_ca_crt;
+  insecure.tls.insecure_skip_verify = true;
+  h.make(rsyslog.endpoint("tls"), insecure);
+  const auto sent = h.send(makeBatch(batchOf("insecure", 1, 1, 3), 1));
+  INFO(sent.error);
+  CHECK(sent.outcome == Outcome::kDelivered);
+  CHECK(rsyslog.waitUntil([](const auto& m) { return countPrefix(m, "insecure") == 3; }, kWait));
 }
 
 TEST_CASE("syslog: probes succeed against a running receiver and fail against a stopped one",
