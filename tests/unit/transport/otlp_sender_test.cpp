@@ -373,29 +373,24 @@ TEST_CASE("OtlpSender probes with an export that carries no records", "[unit]") 
 
 TEST_CASE("OtlpSender reports records of damaged frames as skipped, once", "[unit]") {
   SenderFixture f;
-  auto batch = std::make_shared<Batch>();
   const std::vector<std::byte> bad_meta(2, std::byte{7});
-  batch->frames = BatchBuilder()
-                      .frame(5)
-                      .logLine("app", 1, "/a", 0, 0, "ok")
-                      .raw(RecordKind::kPacket, "lan", 2, bad_meta, "pkt")
-                      .logLine("app", 3, "/a", 3, 0, "cut")
-                      .truncate(1)
-                      .build();
+  const auto damaged = [&](std::uint32_t attempt) {
+    auto batch = std::make_shared<Batch>();
+    batch->frames = BatchBuilder()
+                        .frame(5)
+                        .logLine("app", 1, "/a", 0, 0, "ok")
+                        .raw(RecordKind::kPacket, "lan", 2, bad_meta, "pkt")
+                        .logLine("app", 3, "/a", 3, 0, "cut")
+                        .truncate(1)
+                        .build();
+    batch->attempt = attempt;
+    return batch;
+  };
   f.http->script(FakeHttpClient::status(503));
   f.http->script(FakeHttpClient::status(200));
-  f.send(batch);
+  f.send(damaged(0));
   REQUIRE(f.results->waitFor(1));
-  auto resend = std::make_shared<Batch>();
-  resend->frames = BatchBuilder()
-                       .frame(5)
-                       .logLine("app", 1, "/a", 0, 0, "ok")
-                       .raw(RecordKind::kPacket, "lan", 2, bad_meta, "pkt")
-                       .logLine("app", 3, "/a", 3, 0, "cut")
-                       .truncate(1)
-                       .build();
-  resend->attempt = 1;
-  f.send(resend);
+  f.send(damaged(1));
   REQUIRE(f.results->waitFor(2));
   const auto results = f.results->all();
   CHECK(results[0].outcome == Outcome::kRetry);
