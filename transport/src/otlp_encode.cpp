@@ -245,19 +245,18 @@ struct Body {
   bool bytes = true;
 };
 
-Body recordBody(const RecordView& r, const Decoded& d) {
+std::string_view bodyText(const RecordView& r, const Decoded& d) {
   const std::string_view payload = asText(r.payload);
-  if (!d.meta_error.empty()) return {payload, true};
-  switch (r.kind) {
-    case RecordKind::kLogLine:
-      return {payload, !isValidUtf8(payload)};
-    case RecordKind::kSyslog: {
-      const std::string_view msg = syslogMessage(payload, d.syslog);
-      return {msg, !isValidUtf8(msg)};
-    }
-    default:
-      return {payload, true};
-  }
+  if (d.meta_error.empty() && r.kind == RecordKind::kSyslog)
+    return syslogMessage(payload, d.syslog);
+  return payload;
+}
+
+// Log lines and syslog messages are text unless they are not UTF-8; everything else is bytes.
+bool bodyIsBytes(const RecordView& r, const Decoded& d, std::string_view text) {
+  if (!d.meta_error.empty()) return true;
+  if (r.kind == RecordKind::kLogLine || r.kind == RecordKind::kSyslog) return !isValidUtf8(text);
+  return true;
 }
 
 template <class Out>
@@ -400,10 +399,8 @@ std::string assemble(const Identity& id, const FrameRange& frames,
       // The same reader over the same bytes yields the same records as the sizing pass.
       while (const RecordView* r = reader.next()) {
         const Decoded d = decodeMeta(*r);
-        Body body_text = recordBody(*r, d);
-        body_text.bytes = plan[i].bytes_body;
         w.header(kScopeLogsLogRecords, plan[i].size);
-        emitLogRecord(w, *r, d, body_text);
+        emitLogRecord(w, *r, d, Body{bodyText(*r, d), plan[i].bytes_body});
         ++i;
       }
     }
@@ -434,7 +431,8 @@ OtlpRequestBody OtlpLogsEncoder::encode(const ReadBatch& batch) const {
     while (const RecordView* r = reader.next()) {
       ++read;
       const Decoded d = decodeMeta(*r);
-      const Body body = recordBody(*r, d);
+      const std::string_view text = bodyText(*r, d);
+      const Body body{text, bodyIsBytes(*r, d, text)};
       Sizer size;
       emitLogRecord(size, *r, d, body);
       plan.push_back({static_cast<std::uint32_t>(size.size()), body.bytes});
