@@ -1,5 +1,6 @@
 // The cistern executable: CLI11 wiring over the commands in cistern_agent.
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <string>
 
@@ -31,6 +32,9 @@ int withDataDir(const std::string& data_dir, const std::string& config_file,
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A receiver that closes its end makes a write fail with EPIPE, which the outputs handle; the
+  // default SIGPIPE would kill the agent instead.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"Cistern: edge sensor agent with a durable LMDB ring buffer"};
   app.require_subcommand(1);
   bool verbose = false;
