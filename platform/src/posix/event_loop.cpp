@@ -75,11 +75,13 @@ Result<std::unique_ptr<EventLoop>> EventLoop::start(const std::string& name) {
   impl->thread = std::thread([raw, name, &started_mu, &started_cv, &started] {
     pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
     {
+      // Notified under the lock: start() may return (and destroy started_cv, on its stack) as
+      // soon as it sees `started`, which it cannot before this block releases the lock.
       std::lock_guard lk(started_mu);
       raw->thread_id = std::this_thread::get_id();
       started = true;
+      started_cv.notify_one();
     }
-    started_cv.notify_one();
     uv_run(&raw->loop, UV_RUN_DEFAULT);
   });
   std::unique_lock lk(started_mu);
@@ -92,11 +94,12 @@ EventLoop::EventLoop(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 EventLoop::~EventLoop() { stop(); }
 
 bool EventLoop::post(std::function<void()> fn) {
-  {
-    std::lock_guard lk(impl_->mu);
-    if (impl_->stopping) return false;
-    impl_->queue.push_back(std::move(fn));
-  }
+  // The wake-up is sent under the lock: once stop() has set `stopping`, the loop thread may close
+  // `wake` and stop() may close the loop, and a uv_async_send after that writes to a closed
+  // descriptor (libuv aborts) or to freed memory.
+  std::lock_guard lk(impl_->mu);
+  if (impl_->stopping) return false;
+  impl_->queue.push_back(std::move(fn));
   uv_async_send(&impl_->wake);
   return true;
 }
@@ -130,8 +133,8 @@ void EventLoop::stop() {
   {
     std::lock_guard lk(impl_->mu);
     impl_->stopping = true;
+    uv_async_send(&impl_->wake);
   }
-  uv_async_send(&impl_->wake);
   if (impl_->thread.joinable()) impl_->thread.join();
   // Close callbacks queued by closeAll() ran before uv_run returned; nothing is left active.
   uv_loop_close(&impl_->loop);
