@@ -20,6 +20,8 @@ packages=(
   iproute2 tcpreplay tshark pcapfix openssl
   # syslog output tests: rsyslogd as the receiver (imptcp, imtcp with OpenSSL, imrelp)
   rsyslog rsyslog-openssl rsyslog-relp
+  # transport tests: HTTP, TLS and mutual-TLS peer (Debian 12's nginx has the ssl module)
+  nginx
 )
 
 missing=()

@@ -34,6 +34,8 @@ struct HttpRequest {
 
 struct HttpResponse {
   // 0 when no HTTP response arrived (connection refused, TLS failure, timeout): see error.
+  // A server that requires a client certificate and got none may still answer in HTTP (nginx:
+  // 400 "No required SSL certificate was sent"): that arrives as that status, not as tls_error.
   int status = 0;
   std::string body;
   // Retry-After, in delay-seconds or HTTP-date form, converted to a delay (nullopt if absent or
@@ -70,14 +72,19 @@ class HttpClient {
 struct HttpClientOptions {
   TlsClientOptions tls;
   // Connections kept open to one host (keep-alive), and the cap on concurrent connections.
+  // At least 1; requests beyond it wait for a free connection (and count as in flight).
   std::size_t max_connections = 8;
-  std::chrono::milliseconds connect_timeout{10000};
+  std::chrono::milliseconds connect_timeout{10000};  // 0: libcurl's default (300 s)
   // For log messages: whose client this is ("output 'otlp-main'").
   std::string owner;
 };
 
 // A libcurl multi handle on `loop` (which must outlive it). Call on the loop thread. Checks that
-// the TLS files exist and are readable. Errors: kConfig naming the file, kIo.
+// the TLS files exist and are readable. Errors: kConfig naming the file or option, kIo.
+// With tls.server_name set, https requests carry that name as SNI and as the Host header and
+// are verified against it, while the connection goes to the URL's host and port. Response
+// bodies over 16 MiB fail the request. Destroy it after `closed` ran (any thread), or on the
+// loop thread at any time: it then closes itself first.
 Result<std::unique_ptr<HttpClient>> makeCurlHttpClient(platform::EventLoop& loop,
                                                        const HttpClientOptions& options);
 
