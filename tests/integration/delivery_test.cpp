@@ -112,7 +112,7 @@ std::map<std::string, int> lineCounts(const std::vector<cistern::testing::OtlpLo
   return seen;
 }
 
-std::string agentYaml(const fs::path& dir, const std::string& inputs, const std::string& outputs) {
+std::string agentYaml(const TempDir& dir, const std::string& inputs, const std::string& outputs) {
   return fmt::format(R"(agent:
   id: sensor-7
   data_dir: {}

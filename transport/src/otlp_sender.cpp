@@ -107,9 +107,20 @@ SendResult closedResult(Clock::time_point start) {
 }
 
 // Statuses that say the request can never succeed as configured (credentials, path, method,
-// media type): every later batch will meet the same answer.
+// media type): every later batch will meet the same answer. They are a problem of the sensor's
+// configuration, not of the data, so the data is kept (retried with backoff, failed over at
+// once) rather than dropped: a wrong token must not turn into silent loss.
 bool isConfigStatus(int status) {
-  return status == 401 || status == 403 || status == 404 || status == 405 || status == 415;
+  return status == 401 || status == 403 || status == 404 || status == 405 || status == 407 ||
+         status == 415 || status == 495 || status == 496;
+}
+
+// nginx completes the TLS handshake without the client certificate that `ssl_verify_client on`
+// requires and answers 400 ("No required SSL certificate was sent", "The SSL certificate
+// error"): the same configuration problem as a refused handshake.
+bool isClientCertificateRefusal(int status, const std::string& body) {
+  return status == 400 && (body.find("SSL certificate") != std::string::npos ||
+                           body.find("SSL Certificate") != std::string::npos);
 }
 
 }  // namespace
@@ -227,6 +238,11 @@ SendResult mapOtlpResponse(const HttpResponse& response, const std::string& url,
   const std::string body = sanitize(response.body, kMaxBodyInError);
   if (!body.empty()) r.error += ": " + body;
   const bool retryable = status == 429 || status == 502 || status == 503 || status == 504;
+  if (isConfigStatus(status) || isClientCertificateRefusal(status, response.body)) {
+    r.outcome = Outcome::kRetry;
+    r.config_error = true;
+    return r;
+  }
   if (retryable || probe) {
     r.outcome = Outcome::kRetry;
     r.pushback = status == 429 || status == 503;
@@ -237,7 +253,6 @@ SendResult mapOtlpResponse(const HttpResponse& response, const std::string& url,
   }
   r.outcome = Outcome::kRejected;
   r.rejected_records = records;
-  r.config_error = isConfigStatus(status);
   return r;
 }
 

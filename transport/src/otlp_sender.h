@@ -49,7 +49,9 @@ inline constexpr int kOtlpGzipLevel = 1;
 Result<std::string> otlpLogsUrl(const std::string& output_name, const std::string& endpoint);
 
 // How a response (or its absence) maps to a SendResult; `records` is the batch's record count.
-// `probe`: anything but 2xx is kRetry (a probe never rejects), with config_error for client
+// 401, 403, 404, 405, 407, 415 and nginx's 400 for a missing client certificate are
+// configuration problems: kRetry with config_error, so the data is kept until the configuration is
+// fixed. `probe`: anything but 2xx is kRetry (a probe never rejects), with config_error for client
 // errors other than 408 and 429. Sets *unparseable (when given) for a 2xx body that is not an
 // ExportLogsServiceResponse. Latency, bytes and skipped records are left to the caller. Pure.
 SendResult mapOtlpResponse(const HttpResponse& response, const std::string& url,

@@ -288,17 +288,37 @@ TEST_CASE("OtlpSender retries 429, 502, 503 and 504 only, with Retry-After", "[u
 
 TEST_CASE("OtlpSender rejects for good on other statuses, 400 included", "[unit]") {
   SenderFixture f;
-  for (const int status : {400, 401, 403, 404, 405, 408, 413, 415, 500, 501, 302}) {
+  for (const int status : {400, 408, 413, 500, 501, 302}) {
     const auto r = f.roundTrip(FakeHttpClient::status(status, "nope"), 4);
     INFO("status " << status);
     CHECK(r.outcome == Outcome::kRejected);
     CHECK(r.rejected_records == 4);
     CHECK_FALSE(r.pushback);
-    CHECK(r.config_error ==
-          (status == 401 || status == 403 || status == 404 || status == 405 || status == 415));
+    CHECK_FALSE(r.config_error);
     CHECK(r.error ==
           "HTTP " + std::to_string(status) + " from http://collector.test:4318/v1/logs: nope");
   }
+}
+
+TEST_CASE("OtlpSender keeps the data on configuration errors: retried, never rejected",
+          "[unit]") {
+  SenderFixture f;
+  for (const int status : {401, 403, 404, 405, 407, 415}) {
+    const auto r = f.roundTrip(FakeHttpClient::status(status, "nope"), 4);
+    INFO("status " << status);
+    CHECK(r.outcome == Outcome::kRetry);
+    CHECK(r.config_error);
+    CHECK(r.rejected_records == 0);
+    CHECK(r.error ==
+          "HTTP " + std::to_string(status) + " from http://collector.test:4318/v1/logs: nope");
+  }
+  // nginx's answer to a missing client certificate (ssl_verify_client on) is a 400.
+  const auto nginx = f.roundTrip(
+      FakeHttpClient::status(400, "<html><head><title>400 No required SSL certificate was sent"),
+      4);
+  CHECK(nginx.outcome == Outcome::kRetry);
+  CHECK(nginx.config_error);
+  CHECK(nginx.rejected_records == 0);
 }
 
 TEST_CASE("OtlpSender quotes at most 200 sanitized bytes of an error body", "[unit]") {
