@@ -14,9 +14,13 @@
 //   502, 504             kRetry, Retry-After passed on
 //   no response          kRetry (connection refused or lost, timeout)
 //   TLS failure          kRetry with config_error (certificate, CA or key problem)
+//   401, 403, 404, 405,  kRetry with config_error: the sensor's configuration is wrong (token,
+//   407, 415, 495, 496   path, client certificate), not the data, and every later batch would
+//   and nginx's 400 for  meet the same answer; the data is kept until the configuration is fixed
+//   a missing client     rather than dropped, although the OTLP spec does not retry them
+//   certificate
 //   anything else        kRejected: the whole batch is refused for good and never resent (400 is
-//                        never retried, per the spec). 401, 403, 404, 405 and 415 also set
-//                        config_error: every later batch will fail the same way.
+//                        never retried, per the spec)
 #pragma once
 
 #include <chrono>
