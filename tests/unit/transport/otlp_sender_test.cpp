@@ -300,8 +300,7 @@ TEST_CASE("OtlpSender rejects for good on other statuses, 400 included", "[unit]
   }
 }
 
-TEST_CASE("OtlpSender keeps the data on configuration errors: retried, never rejected",
-          "[unit]") {
+TEST_CASE("OtlpSender keeps the data on configuration errors: retried, never rejected", "[unit]") {
   SenderFixture f;
   for (const int status : {401, 403, 404, 405, 407, 415}) {
     const auto r = f.roundTrip(FakeHttpClient::status(status, "nope"), 4);
