@@ -46,28 +46,15 @@
 #include <thread>
 #include <vector>
 
+#include "ports.h"
 #include "temp_dir.h"
 #include "test_pki.h"
 
 namespace cistern::testing {
 
-// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0 and released: another
-// process may still take it before the caller binds it). 0 when no socket could be made.
-inline int freeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
+// A port for a listener on 127.0.0.1 (see ports.h: outside the ephemeral range, so a restart
+// gets it back).
+inline int freeLoopbackPort() { return listenPort(); }
 
 // True when something accepts TCP connections on 127.0.0.1:port.
 inline bool acceptsConnections(int port) {

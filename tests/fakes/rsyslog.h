@@ -42,6 +42,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ports.h"
 #include "temp_dir.h"
 #include "test_pki.h"
 
@@ -178,20 +179,8 @@ class Rsyslog {
   [[nodiscard]] const std::filesystem::path& dir() const { return dir_.path(); }
 
  private:
-  static std::uint16_t freePort() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    std::uint16_t port = 0;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      port = ntohs(addr.sin_port);
-    }
-    ::close(fd);
-    return port;
-  }
+  // Outside the ephemeral range, so a restart gets the port back (ports.h).
+  static std::uint16_t freePort() { return static_cast<std::uint16_t>(listenPort()); }
 
   // Whether 127.0.0.1:port is in LISTEN state, from /proc/net/tcp: no connection is made, so
   // rsyslogd logs nothing about it.

@@ -56,10 +56,10 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "cistern/transport/http_client.h"
+#include "transport_log.h"
 
 namespace cistern::transport {
 namespace {
@@ -73,20 +73,6 @@ constexpr std::chrono::milliseconds kMaxRetryAfter = std::chrono::hours(1);
 constexpr long kTcpKeepIdleSeconds = 60;
 constexpr long kTcpKeepIntervalSeconds = 20;
 
-std::shared_ptr<spdlog::logger> logger() {
-  static const std::shared_ptr<spdlog::logger> instance = [] {
-    if (auto existing = spdlog::get("transport")) return existing;
-    try {
-      return spdlog::stderr_color_mt("transport");
-    } catch (const spdlog::spdlog_ex&) {
-      // Another part of transport registered it in the meantime.
-      auto existing = spdlog::get("transport");
-      return existing ? existing : spdlog::default_logger();
-    }
-  }();
-  return instance;
-}
-
 // curl_global_init is not thread-safe and must run once per process before any other call.
 Status initCurlOnce() {
   static std::once_flag once;
@@ -96,7 +82,7 @@ Status initCurlOnce() {
     if (rc != CURLE_OK) return;
     const curl_version_info_data* info = curl_version_info(CURLVERSION_NOW);
     if ((info->features & CURL_VERSION_ASYNCHDNS) == 0) {
-      logger()->warn(
+      transportLogger()->warn(
           "libcurl {} has no asynchronous resolver: DNS lookups of output endpoints block the "
           "event loop; use IP addresses in endpoint URLs",
           info->version);
@@ -408,8 +394,8 @@ void CurlHttpClient::send(HttpRequest request, std::function<void(HttpResponse)>
     if (!loop_.post([done = std::move(done), response = std::move(response)]() mutable {
           done(std::move(response));
         })) {
-      logger()->warn("{}: request to a closed client dropped: the event loop is stopping",
-                     options_.owner);
+      transportLogger()->warn("{}: request to a closed client dropped: the event loop is stopping",
+                              options_.owner);
     }
     return;
   }
@@ -544,7 +530,7 @@ std::string CurlHttpClient::configure(Transfer& t) {
       opts.set(CURLOPT_SSL_VERIFYPEER, 0L).set(CURLOPT_SSL_VERIFYHOST, 0L);
       if (!warned_insecure_) {
         warned_insecure_ = true;
-        logger()->warn(
+        transportLogger()->warn(
             "{}: TLS certificate verification is off (insecure_skip_verify): the server at {} is "
             "not authenticated",
             options_.owner, t.display_url);
@@ -608,7 +594,7 @@ int CurlHttpClient::watchSocket(curl_socket_t fd, int what, SocketWatch* watch) 
     fresh->poll.data = fresh.get();
     if (int err = uv_poll_init_socket(uv_, &fresh->poll, fd); err != 0) {
       // libcurl fails every transfer of the multi handle when this callback returns -1.
-      logger()->error("{}: watching socket {}: {}", options_.owner, fd, uv_strerror(err));
+      transportLogger()->error("{}: watching socket {}: {}", options_.owner, fd, uv_strerror(err));
       return -1;
     }
     watch = fresh.release();
@@ -622,7 +608,7 @@ int CurlHttpClient::watchSocket(curl_socket_t fd, int what, SocketWatch* watch) 
   const int err = events != 0 ? uv_poll_start(&watch->poll, events, &CurlHttpClient::onPoll)
                               : uv_poll_stop(&watch->poll);
   if (err != 0) {
-    logger()->error("{}: polling socket {}: {}", options_.owner, fd, uv_strerror(err));
+    transportLogger()->error("{}: polling socket {}: {}", options_.owner, fd, uv_strerror(err));
     return -1;
   }
   return 0;
@@ -646,7 +632,7 @@ int CurlHttpClient::onCurlTimer(CURLM* /*multi*/, long timeout_ms, void* userp) 
   const int err = uv_timer_start(self->timer_, &CurlHttpClient::onTimer,
                                  static_cast<std::uint64_t>(timeout_ms), 0);
   if (err != 0) {
-    logger()->error("{}: starting a timer: {}", self->options_.owner, uv_strerror(err));
+    transportLogger()->error("{}: starting a timer: {}", self->options_.owner, uv_strerror(err));
     return -1;
   }
   return 0;
@@ -669,7 +655,8 @@ void CurlHttpClient::socketAction(curl_socket_t fd, int flags) {
   if (state_ != State::kOpen) return;
   int running = 0;
   if (CURLMcode rc = curl_multi_socket_action(multi_, fd, flags, &running); rc != CURLM_OK) {
-    logger()->error("{}: libcurl socket action: {}", options_.owner, curl_multi_strerror(rc));
+    transportLogger()->error("{}: libcurl socket action: {}", options_.owner,
+                             curl_multi_strerror(rc));
   }
   collectFinished();
 }
@@ -801,8 +788,8 @@ void CurlHttpClient::finishClose() {
   state_ = State::kClosed;
   if (share_ != nullptr) {
     if (CURLSHcode rc = curl_share_cleanup(share_); rc != CURLSHE_OK) {
-      logger()->error("{}: releasing the TLS session cache: {}", options_.owner,
-                      curl_share_strerror(rc));
+      transportLogger()->error("{}: releasing the TLS session cache: {}", options_.owner,
+                               curl_share_strerror(rc));
     }
     share_ = nullptr;
   }

@@ -3,19 +3,15 @@
 #include <algorithm>
 #include <utility>
 
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include "transport_log.h"
 
 namespace cistern::transport {
 namespace {
 
 constexpr std::chrono::milliseconds kIdleInterval{1000};
 constexpr std::chrono::milliseconds kReadErrorDelay{1000};
-
-std::shared_ptr<spdlog::logger> logger() {
-  if (auto existing = spdlog::get("transport")) return existing;
-  return spdlog::stderr_color_mt("transport");
-}
 
 Dispatcher* self(uv_timer_t* timer) { return static_cast<Dispatcher*>(timer->data); }
 
@@ -60,8 +56,8 @@ void Dispatcher::pump() {
     pumping_ = false;
     return;
   }
-  const std::size_t cap =
-      std::min(options_.batch.max_in_flight, std::max<std::size_t>(1, senders_[current_]->maxInFlight()));
+  const std::size_t cap = std::min(options_.batch.max_in_flight,
+                                   std::max<std::size_t>(1, senders_[current_]->maxInFlight()));
   // Failed batches go again first, oldest first, so a stream receiver sees them in order.
   while (!retry_queue_.empty() && in_flight_.size() - retry_queue_.size() < cap) {
     const std::uint64_t seq = retry_queue_.front();
@@ -75,8 +71,8 @@ void Dispatcher::pump() {
     if (!n) {
       ++stats_.read_errors;
       setLastError("reading the buffer: " + n.error().message);
-      logger()->error("output={} reading the buffer failed: {}", options_.output_name,
-                      n.error().message);
+      transportLogger()->error("output={} reading the buffer failed: {}", options_.output_name,
+                               n.error().message);
       resume_at_ms_ = now + static_cast<std::uint64_t>(kReadErrorDelay.count());
       armTimer(&retry_timer_, kReadErrorDelay);
       break;
@@ -128,8 +124,8 @@ void Dispatcher::onResult(std::uint64_t seq, const SendResult& result) {
       stats_.records_rejected += rejected;
       stats_.records_skipped += skipped;
       if (backoff_failures_ > 0) {
-        logger()->info("output={} endpoint={} delivering again", options_.output_name,
-                       senders_[entry.sender]->endpoint());
+        transportLogger()->info("output={} endpoint={} delivering again", options_.output_name,
+                                senders_[entry.sender]->endpoint());
       }
       if (entry.sender == current_) consecutive_failures_ = 0;
       backoff_failures_ = 0;
@@ -148,8 +144,8 @@ void Dispatcher::onResult(std::uint64_t seq, const SendResult& result) {
       stats_.records_rejected += entry.records - skipped;
       stats_.records_skipped += skipped;
       setLastError(result.error);
-      logger()->warn("output={} records rejected by the receiver, not resent: {}",
-                     options_.output_name, result.error);
+      transportLogger()->warn("output={} records rejected by the receiver, not resent: {}",
+                              options_.output_name, result.error);
       if (entry.sender == current_) consecutive_failures_ = 0;
       backoff_failures_ = 0;
       stats_.records_in_flight -= entry.records;
@@ -166,8 +162,9 @@ void Dispatcher::onResult(std::uint64_t seq, const SendResult& result) {
       const bool on_current = entry.sender == current_;
       if (on_current) {
         if (consecutive_failures_ == 0) {
-          logger()->warn("output={} endpoint={} sending failed, retrying: {}",
-                         options_.output_name, senders_[current_]->endpoint(), result.error);
+          transportLogger()->warn("output={} endpoint={} sending failed, retrying: {}",
+                                  options_.output_name, senders_[current_]->endpoint(),
+                                  result.error);
         }
         ++consecutive_failures_;
         ++backoff_failures_;
@@ -210,8 +207,8 @@ void Dispatcher::failOver(const std::string& why) {
   consecutive_failures_ = 0;
   ++stats_.failovers;
   stats_.endpoint_index = current_;
-  logger()->warn("output={} failing over from {} to {}: {}", options_.output_name,
-                 senders_[from]->endpoint(), senders_[current_]->endpoint(), why);
+  transportLogger()->warn("output={} failing over from {} to {}: {}", options_.output_name,
+                          senders_[from]->endpoint(), senders_[current_]->endpoint(), why);
   // A whole round of the list failed: wait before starting the next one; otherwise try the next
   // endpoint at once (the previous one's Retry-After does not apply to it).
   if (current_ == 0) {
@@ -245,8 +242,8 @@ void Dispatcher::onFailbackTimer() {
     probing_ = false;
     if (closing_ || current_ == 0) return;
     if (result.outcome == Outcome::kDelivered) {
-      logger()->info("output={} failing back to {}", options_.output_name,
-                     senders_[0]->endpoint());
+      transportLogger()->info("output={} failing back to {}", options_.output_name,
+                              senders_[0]->endpoint());
       current_ = 0;
       consecutive_failures_ = 0;
       backoff_failures_ = 0;
@@ -301,6 +298,22 @@ void Dispatcher::setLastError(const std::string& error) {
 std::string Dispatcher::lastError() const {
   std::lock_guard lk(error_mu_);
   return last_error_;
+}
+
+std::vector<Counter> Dispatcher::senderCounters() const {
+  std::vector<Counter> sum;
+  for (const auto& sender : senders_) {
+    for (const auto& c : sender->counters()) {
+      auto it = std::find_if(sum.begin(), sum.end(),
+                             [&c](const Counter& have) { return have.name == c.name; });
+      if (it == sum.end()) {
+        sum.push_back(c);
+      } else {
+        it->value += c.value;
+      }
+    }
+  }
+  return sum;
 }
 
 std::vector<Counter> Dispatcher::counters() const {

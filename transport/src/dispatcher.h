@@ -73,8 +73,10 @@ class Dispatcher {
   // The endpoint in use.
   [[nodiscard]] std::string endpoint() const;
   [[nodiscard]] std::string lastError() const;
-  // In the order documented for OutputStatus::counters.
+  // In the order documented for OutputStatus::counters. Any thread.
   [[nodiscard]] std::vector<Counter> counters() const;
+  // The senders' own counters, summed over the endpoints by name. Loop thread.
+  [[nodiscard]] std::vector<Counter> senderCounters() const;
 
  private:
   struct InFlight {
@@ -106,10 +108,10 @@ class Dispatcher {
   std::map<std::uint64_t, InFlight> in_flight_;  // by batch seq
   std::deque<std::uint64_t> retry_queue_;        // seqs of failed batches, oldest first
   std::uint64_t next_seq_ = 1;
-  std::size_t current_ = 0;  // index of the endpoint in use
+  std::size_t current_ = 0;                 // index of the endpoint in use
   std::uint32_t consecutive_failures_ = 0;  // on the endpoint in use; reset by failover
   std::uint32_t backoff_failures_ = 0;      // since the last success; drives the backoff
-  std::uint64_t resume_at_ms_ = 0;  // nothing is sent before this (backoff, Retry-After)
+  std::uint64_t resume_at_ms_ = 0;          // nothing is sent before this (backoff, Retry-After)
   bool started_ = false;
   bool reading_ = true;  // false after drain(): no new frames are read
   bool closing_ = false;

@@ -89,8 +89,8 @@ class Series {
   Status sync() {
     if (fd_ < 0 || !dirty_) return ok();
     if (::fdatasync(fd_) != 0) {
-      return fail(ErrorCode::kIo,
-                  fmt::format("syncing {}: {}", path_.string(), systemError(errno)), true);
+      return fail(ErrorCode::kIo, fmt::format("syncing {}: {}", path_.string(), systemError(errno)),
+                  true);
     }
     if (created_) {
       const int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -146,7 +146,7 @@ class Series {
 };
 
 std::optional<std::uint64_t> Series::numberOf(const std::string& name, const std::string& stem,
-                                             const std::string& extension) {
+                                              const std::string& extension) {
   const std::string prefix = stem + ".";
   const std::string suffix = "." + extension;
   if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
@@ -297,8 +297,8 @@ class FileSender final : public Sender {
           auto meta = decodePacketMeta(r->meta);
           if (meta) {
             if (status && !pcapng_.isOpen()) status = rotateIfNeeded(pcapng_, true);
-            pcapng_encoder_.packet(packets, r->input, meta->link_type, r->timestamp_ns,
-                                   r->payload, meta->original_length);
+            pcapng_encoder_.packet(packets, r->input, meta->link_type, r->timestamp_ns, r->payload,
+                                   meta->original_length);
             continue;
           }
           // Damaged metadata: the NDJSON line keeps the bytes and says what was wrong.
@@ -347,8 +347,8 @@ class FileSender final : public Sender {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> jobs_;  // guarded by mu_
-  bool stopping_ = false;  // guarded by mu_
+  std::deque<Job> jobs_;       // guarded by mu_
+  bool stopping_ = false;      // guarded by mu_
   std::deque<Job> abandoned_;  // loop thread, after the worker stopped
   std::thread worker_;
 };

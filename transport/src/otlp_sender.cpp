@@ -14,6 +14,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "transport_log.h"
+
 namespace cistern::transport {
 namespace {
 
@@ -22,11 +24,6 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t kMaxBodyInError = 200;
 // Warnings that a misbehaving receiver or damaged data could repeat for every batch.
 constexpr auto kWarnInterval = std::chrono::seconds(60);
-
-std::shared_ptr<spdlog::logger> logger() {
-  auto existing = spdlog::get("transport");
-  return existing ? existing : spdlog::default_logger();
-}
 
 // At most one warning per kWarnInterval per `last`; the ones in between are only counted.
 bool warnDue(Clock::time_point& last) {
@@ -278,8 +275,8 @@ OtlpSender::~OtlpSender() {
   // close() must have finished: a queued work item points at this sender.
   assert(work_pending_ == 0);
   if (work_pending_ > 0 || !in_flight_.empty()) {
-    logger()->error("output '{}': OTLP sender for {} destroyed with requests in flight",
-                    output_name_, endpoint_);
+    transportLogger()->error("output '{}': OTLP sender for {} destroyed with requests in flight",
+                             output_name_, endpoint_);
   }
   for (auto& entry : in_flight_) entry.second->finished = true;
 }
@@ -340,7 +337,7 @@ void OtlpSender::afterWork(std::unique_ptr<Work> work, int status) {
     records_malformed_ += stats.malformed;
     records_unreadable_ += stats.unreadable;
     if ((stats.malformed > 0 || stats.unreadable > 0) && warnDue(last_record_warning_)) {
-      logger()->warn(
+      transportLogger()->warn(
           "output '{}': batch {}: {} records with malformed metadata sent as bytes, {} records "
           "of damaged frames not sent",
           output_name_, work->batch->seq, stats.malformed, stats.unreadable);
@@ -395,7 +392,7 @@ void OtlpSender::finish(InFlight& request, const HttpResponse& response) {
   if (unparseable) {
     ++responses_unparseable_;
     if (warnDue(last_response_warning_)) {
-      logger()->warn(
+      transportLogger()->warn(
           "output '{}': {} answered HTTP {} with a body that is not an OTLP export response "
           "({} bytes); taken as delivered",
           output_name_, url_, response.status, response.body.size());

@@ -84,7 +84,7 @@ class OtlpSender final : public Sender {
   // decode, sent as bytes), records_unreadable (not sent: damaged frame body; reported as
   // skipped), responses_unparseable (2xx bodies that were not an ExportLogsServiceResponse).
   // Record figures are counted at a batch's first attempt only, so resends do not inflate them.
-  [[nodiscard]] std::vector<Counter> counters() const;
+  [[nodiscard]] std::vector<Counter> counters() const override;
 
   struct Work;      // a batch being encoded on the thread pool
   struct InFlight;  // a request the HttpClient has

@@ -32,9 +32,7 @@ class SharedHttpClient final : public SharedResources {
 // and frees them once everything is closed (never inside a callback of their own).
 void closeOnError(platform::EventLoop& loop, OutputSenders out) {
   auto holder = std::make_shared<OutputSenders>(std::move(out));
-  auto release = [&loop, holder]() mutable {
-    loop.post([holder]() mutable { holder.reset(); });
-  };
+  auto release = [&loop, holder]() mutable { loop.post([holder]() mutable { holder.reset(); }); };
   auto closeShared = [holder, release]() mutable {
     if (holder->shared) {
       holder->shared->close(release);

@@ -12,7 +12,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "cistern/core/counter.h"
 #include "cistern/core/frames.h"
 
 namespace cistern::transport {
@@ -73,6 +75,10 @@ class Sender {
 
   // Batches this sender can usefully have in flight at once.
   [[nodiscard]] virtual std::size_t maxInFlight() const = 0;
+
+  // The protocol's own counters (messages truncated, bodies sent as bytes, ...), in a stable
+  // order; the output reports them after its own, summed over its endpoints.
+  [[nodiscard]] virtual std::vector<Counter> counters() const { return {}; }
 
   // Fails everything in flight (each with kRetry "closed"), closes connections and handles;
   // `closed` runs on the loop thread when the last handle is closed. Call once, before

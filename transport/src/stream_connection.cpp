@@ -16,7 +16,7 @@
 
 #include <fmt/format.h>
 
-#include "syslog_log.h"
+#include "transport_log.h"
 
 namespace cistern::transport {
 namespace {
@@ -215,7 +215,7 @@ void StreamConnection::Core::onConnect(int status) {
     return;
   }
   if (options.tls->options().insecure_skip_verify) {
-    syslogLogger()->warn(
+    transportLogger()->warn(
         "tls connection without certificate verification endpoint={} (insecure_skip_verify)",
         options.endpoint);
   }

@@ -16,7 +16,7 @@
 #include "relp_protocol.h"
 #include "stream_connection.h"
 #include "syslog_format.h"
-#include "syslog_log.h"
+#include "transport_log.h"
 
 namespace cistern::transport {
 namespace {
@@ -631,8 +631,8 @@ void SyslogSenderImpl::failConnection(const ConnectionError& error) {
   const auto now = Clock::now();
   if (connections_failed_ == 1 || now - last_log_ >= kLogInterval) {
     last_log_ = now;
-    syslogLogger()->warn("syslog connection failed output={} error=\"{}\" failures={}",
-                         options_.name, error.message, connections_failed_);
+    transportLogger()->warn("syslog connection failed output={} error=\"{}\" failures={}",
+                            options_.name, error.message, connections_failed_);
   }
   for (auto& e : entries_) {
     if (e->finished) continue;

@@ -108,7 +108,7 @@ class SyslogSender : public Sender {
  public:
   // In a stable order: messages_truncated (cut to max_message_bytes), records_corrupt (metadata
   // that did not decode), connections_opened, connections_failed. Loop thread.
-  [[nodiscard]] virtual std::vector<Counter> counters() const = 0;
+  [[nodiscard]] std::vector<Counter> counters() const override = 0;
 };
 
 // A sender for `endpoint`, one of `options.endpoints`. `tls` comes from loadSyslogTlsConfig()

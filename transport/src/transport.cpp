@@ -62,9 +62,9 @@ class LoopTransport final : public Transport {
       dispatch.output_name = name;
       dispatch.batch = batchOptionsOf(options);
       dispatch.retry = retryOptionsOf(options);
-      out.dispatcher = std::make_unique<Dispatcher>(static_cast<uv_loop_t*>(loop_.uvLoop()),
-                                                    **cursor, std::move(made->senders),
-                                                    std::move(dispatch));
+      out.dispatcher =
+          std::make_unique<Dispatcher>(static_cast<uv_loop_t*>(loop_.uvLoop()), **cursor,
+                                       std::move(made->senders), std::move(dispatch));
       outputs_.push_back(std::move(out));
     }
     notify_ = std::make_unique<uv_async_t>();
@@ -149,6 +149,14 @@ class LoopTransport final : public Transport {
       s.counters = o.dispatcher->counters();
       out.push_back(std::move(s));
     }
+    // The senders' counters live on the loop thread; without a loop they are left out.
+    loop_.runSync([&] {
+      for (std::size_t i = 0; i < outputs_.size(); ++i) {
+        for (auto& c : outputs_[i].dispatcher->senderCounters()) {
+          out[i].counters.push_back(std::move(c));
+        }
+      }
+    });
     return out;
   }
 

@@ -1,10 +1,10 @@
-#include "syslog_log.h"
+#include "transport_log.h"
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 namespace cistern::transport {
 
-std::shared_ptr<spdlog::logger> syslogLogger() {
+std::shared_ptr<spdlog::logger> transportLogger() {
   static const std::shared_ptr<spdlog::logger> instance = [] {
     if (auto existing = spdlog::get("transport")) return existing;
     try {

@@ -1,4 +1,4 @@
-// The transport module's logger ("transport"), for the syslog output's sources.
+// The transport module's logger ("transport"), shared by all its sources.
 #pragma once
 
 #include <memory>
@@ -9,6 +9,6 @@ namespace cistern::transport {
 
 // The "transport" logger, registered on first use (or the one another part of the module
 // registered). Any thread.
-std::shared_ptr<spdlog::logger> syslogLogger();
+std::shared_ptr<spdlog::logger> transportLogger();
 
 }  // namespace cistern::transport
