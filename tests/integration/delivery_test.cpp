@@ -25,6 +25,7 @@
 #include "agent_process.h"
 #include "nginx.h"
 #include "otlp_mock.h"
+#include "rsyslog.h"
 #include "subprocess.h"
 #include "temp_dir.h"
 #include "test_pki.h"
@@ -447,4 +448,47 @@ TEST_CASE("a dead output does not hold up a live one", "[integration]") {
   CHECK(AgentProcess::output(report, "processor")["buffer"]["pending_records"] == 500);
   CHECK(AgentProcess::output(report, "archive")["buffer"]["pending_records"] == 0);
   CHECK_FALSE(AgentProcess::output(report, "processor")["last_error"].get<std::string>().empty());
+}
+
+TEST_CASE("cistern run delivers log lines to rsyslog over RELP with TLS and over plain TCP",
+          "[integration]") {
+  const auto& pki = cistern::testing::testPki();
+  REQUIRE(pki.error.empty());
+  cistern::testing::Rsyslog rsyslog(pki);
+  REQUIRE(rsyslog.start().empty());
+  TempDir dir;
+  appendLines(dir / "app.log", 0, 200);
+  const std::string outputs = fmt::format(R"(  - type: syslog
+    name: siem
+    endpoints: {}
+    tls:
+      ca_file: {}
+      cert_file: {}
+      key_file: {}
+  - type: syslog
+    name: plain
+    endpoints: {})",
+                                          rsyslog.endpoint("relp+tls"), pki.ca_crt,
+                                          pki.client_crt, pki.client_key,
+                                          rsyslog.endpoint("tcp"));
+  const auto config =
+      writeFile(dir / "agent.yaml", agentYaml(dir, logInput(dir / "app.log"), outputs));
+  AgentProcess agent(config);
+  REQUIRE(agent.waitFor([&] { return rsyslog.messages().size() >= 400; }, 30s));
+  const auto report = agent.stop();
+  INFO(agent.err());
+  std::map<std::string, std::map<std::string, int>> by_input;  // rsyslog input -> msg -> count
+  for (const auto& m : rsyslog.messages()) {
+    CHECK(m.value("app-name", "") == "app");
+    by_input[m.value("inputname", "")][m.value("msg", "")]++;
+  }
+  REQUIRE(by_input.size() == 2);
+  for (const auto& [input, lines] : by_input) {
+    INFO(input);
+    CHECK(lines.size() == 200);
+    CHECK(lines.count("line 000199") == 1);
+  }
+  CHECK(AgentProcess::outputCounter(report, "siem", "records_acked") == 200);
+  CHECK(AgentProcess::outputCounter(report, "plain", "records_acked") == 200);
+  CHECK(AgentProcess::output(report, "siem")["buffer"]["pending_records"] == 0);
 }

@@ -335,6 +335,8 @@ int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err) {
   (*transport)->stop(kOutputGrace);
   const auto output_status = (*transport)->status();
   (*loop)->stop();
+  // The outputs' last acknowledgements commit now, so the report shows what is still pending.
+  if (!ring_closed) (void)(*ring)->flush();
   logStats(*log, inputs);
   logOutputs(*log, output_status);
   const auto consumers = (*ring)->consumerStats();
