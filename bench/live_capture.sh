@@ -4,8 +4,8 @@
 # Two network namespaces joined by a veth pair; tcpreplay sends synthetic Ethernet/IPv4/UDP
 # frames (written by `cistern-bench capture --generate-only`) from one side at each rate, and the
 # other side captures them, first with `cistern run` (a pcap input on the veth, a fresh data dir,
-# sync: batch), then with `tcpdump -w` to a file on the same disk, the same number of packets at
-# the same rate. Both use a 32 MiB kernel ring; snaplen 128 for 64-byte frames, the whole frame
+# sync: batch unless --sync), then with `tcpdump -w` to a file on the same disk, the same number
+# of packets at the same rate. Both use a 32 MiB kernel ring; snaplen 128 for 64-byte frames, the whole frame
 # for 1514-byte ones.
 #
 # One after the other rather than both at once on the same interface: the machine this runs on
@@ -18,8 +18,9 @@
 # (seconds + 3) s); the namespaces, the veth and the files are removed on every exit path.
 #
 # Usage: bench/live_capture.sh [--build DIR] [--seconds N] [--rates "50000 ... max"]
-#                              [--sizes "64 1514"] [--ingest-max SIZE] [--dir DIR]
-# --ingest-max sets Cistern's buffer.ingest_max_bytes (default: the agent's, 16MiB).
+#                              [--sizes "64 1514"] [--sync MODE] [--ingest-max SIZE] [--dir DIR]
+# --sync and --ingest-max set Cistern's buffer.sync (default batch) and buffer.ingest_max_bytes
+# (default: the agent's, 16MiB).
 # Needs root, ip(8), tcpreplay, tcpdump, and a build with agent/cistern and bench/cistern-bench.
 set -euo pipefail
 
@@ -29,6 +30,7 @@ rates="50000 100000 200000 500000 max"
 sizes="64 1514"
 base=${TMPDIR:-/var/tmp}
 ingest_max=
+sync_mode="batch"
 while (($# > 0)); do
   case $1 in
     --build) build=$2; shift 2 ;;
@@ -36,8 +38,9 @@ while (($# > 0)); do
     --rates) rates=$2; shift 2 ;;
     --sizes) sizes=$2; shift 2 ;;
     --ingest-max) ingest_max=$2; shift 2 ;;
+    --sync) sync_mode=$2; shift 2 ;;
     --dir) base=$2; shift 2 ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "live_capture: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -68,8 +71,9 @@ veth_a=clva$$
 veth_b=clvb$$
 work=$(mktemp -d "$base/cistern-live.XXXXXX")
 capture_pid=
+sender_pid=
 cleanup() {
-  if [[ -n $capture_pid ]]; then kill -KILL "$capture_pid" 2>/dev/null || true; fi
+  for pid in $capture_pid $sender_pid; do kill -KILL "$pid" 2>/dev/null || true; done
   # Deleting a namespace destroys its end of the veth, and with it the peer.
   ip netns del "$ns_a" 2>/dev/null || true
   ip netns del "$ns_b" 2>/dev/null || true
@@ -108,21 +112,21 @@ rx_packets() {
 }
 json_field() { grep -o "\"$1\":[0-9]*" "$2" | head -n1 | cut -d: -f2; }
 
-# Sends at a rate ("max": as fast as tcpreplay goes, for the given seconds); prints
-# "sent achieved_pps".
+# Sends at a rate ("max": as fast as tcpreplay goes, for the given seconds) and sets `sent_pps`
+# to "sent achieved_pps". tcpreplay runs in the background so that a signal interrupts `wait`
+# and the exit trap stops it at once.
 send() {
   local rate=$1 pcap=$2 out=$work/tcpreplay.out
-  if [[ $rate == max ]]; then
-    ip netns exec "$ns_a" tcpreplay -q -i "$veth_a" -K --loop=0 --topspeed --duration="$seconds" \
-      "$pcap" >"$out" 2>&1
-  else
-    ip netns exec "$ns_a" tcpreplay -q -i "$veth_a" -K --loop=0 --pps="$rate" \
-      --limit=$((rate * seconds)) "$pcap" >"$out" 2>&1
-  fi
+  local pace=(--topspeed --duration="$seconds")
+  if [[ $rate != max ]]; then pace=(--pps="$rate" --limit=$((rate * seconds))); fi
+  ip netns exec "$ns_a" tcpreplay -q -i "$veth_a" -K --loop=0 "${pace[@]}" "$pcap" >"$out" 2>&1 &
+  sender_pid=$!
+  wait "$sender_pid" || true
+  sender_pid=
   local sent pps
   sent=$(sed -n 's/^Actual: \([0-9]*\) packets.*/\1/p' "$out")
   pps=$(sed -n 's/^Rated: .*, \([0-9.]*\) pps.*/\1/p' "$out")
-  echo "${sent:-0} ${pps%.*}"
+  sent_pps="${sent:-0} ${pps%.*}"
 }
 
 # measure RATE PCAP OUT LOG READY SIGNAL COMMAND...: starts the capturer COMMAND (stdout to OUT,
@@ -146,10 +150,10 @@ measure() {
     cat "$log" >&2
     exit 1
   fi
-  local rx0 bl0 sent_pps
+  local rx0 bl0
   rx0=$(rx_packets)
   bl0=$(backlog_drops)
-  sent_pps=$(send "$rate" "$pcap")
+  send "$rate" "$pcap"
   sleep 1
   kill "-$signal" "$capture_pid"
   wait "$capture_pid" || true
@@ -170,7 +174,7 @@ log:
   level: info
 buffer:
   max_size: 1GiB
-  sync: batch
+  sync: $sync_mode
 ${ingest_max:+  ingest_max_bytes: $ingest_max}
 inputs:
   - type: pcap
@@ -206,7 +210,7 @@ run_tcpdump() {
 }
 
 echo "live capture: veth $veth_a ($ns_a) -> $veth_b ($ns_b), $seconds s per rate, rates: $rates"
-if [[ -n $ingest_max ]]; then echo "  cistern: buffer.ingest_max_bytes $ingest_max"; fi
+echo "  cistern: buffer.sync $sync_mode, buffer.ingest_max_bytes ${ingest_max:-default (16MiB)}"
 echo "  load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 echo "  columns: sent = tcpreplay's count; pps = its achieved rate; if_rx = packets the capturing"
 echo "  interface received; backlog = kernel backlog drops before capture; received/kernel_drop ="
