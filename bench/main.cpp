@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include "buffer_bench.h"
+#include "deliver_bench.h"
 #include "capture_bench.h"
 #include "cistern/core/units.h"
 #include "tail_bench.h"
@@ -120,6 +121,30 @@ int main(int argc, char** argv) {
   tail->add_flag("--keep", t.keep, "Keep the file and the rings afterwards");
   tail->add_flag("--json", json_only, "Accepted for symmetry: the last line is always JSON");
 
+  cistern::bench::DeliverBenchOptions d;
+  d.dir = b.dir;
+  std::string batch_bytes;
+  auto* deliver = app.add_subcommand(
+      "deliver", "Drain a filled ring through the otlp output to nginx, against wrk");
+  deliver->add_option("--records", d.records, "Records in the ring")->capture_default_str();
+  deliver->add_option("--record-size", d.record_size, "Bytes per record (log lines)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  deliver->add_flag("--gzip", d.gzip, "Gzip request bodies (the output's default; off here)");
+  deliver->add_option("--in-flight", d.in_flight, "The output's max_in_flight; wrk connections")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  deliver->add_option("--batch-bytes", batch_bytes, "The output's max_batch_bytes (default 1MiB)");
+  deliver->add_option("--wrk-seconds", d.wrk_seconds, "How long wrk runs")
+      ->check(CLI::Range(1, 600))
+      ->capture_default_str();
+  deliver->add_option("--repeat", d.repeat, "Runs; figures are medians")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  deliver->add_option("--dir", d.dir, "Where the ring and nginx's files go")
+      ->capture_default_str();
+  deliver->add_flag("--json", json_only, "Accepted for symmetry: the last line is always JSON");
+
   CLI11_PARSE(app, argc, argv);
   if (!verbose) spdlog::set_level(spdlog::level::warn);
   if (*buf) {
@@ -138,6 +163,12 @@ int main(int argc, char** argv) {
       return 2;
     }
     return cistern::bench::runTailBench(t);
+  }
+  if (*deliver) {
+    std::uint64_t bytes = d.batch_bytes;
+    if (!parseOption(batch_bytes, "--batch-bytes", bytes, cistern::parseSize)) return 2;
+    d.batch_bytes = static_cast<std::size_t>(bytes);
+    return cistern::bench::runDeliverBench(d);
   }
   return 0;
 }
