@@ -114,6 +114,7 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
     if (rc == MDB_NOTFOUND) break;
     if (rc != 0) return tl::unexpected(lmdb::error(rc, "reading a frame"));
     const FrameId id = lmdb::frameIdOf(k);
+    if (forward && limits.end != 0 && id >= limits.end) break;
     if (forward) {
       pos = id + 1;
     } else {

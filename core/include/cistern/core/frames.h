@@ -67,6 +67,8 @@ class ReadBatch {
 struct ReadLimits {
   std::size_t max_frames = 64;
   std::size_t max_bytes = 4U << 20U;  // decoded body bytes; at least one frame is returned
+  // Forward reads stop before this frame id (0: no bound), so a reader can keep to a range.
+  FrameId end = 0;
 };
 
 enum class Direction { kForward, kBackward };
