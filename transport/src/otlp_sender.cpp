@@ -203,6 +203,7 @@ SendResult mapOtlpResponse(const HttpResponse& response, const std::string& url,
   if (unparseable != nullptr) *unparseable = false;
   if (response.status == 0) {
     r.outcome = Outcome::kRetry;
+    r.timed_out = response.timed_out;
     if (response.tls_error) {
       r.config_error = true;
       r.error = fmt::format("TLS failure with {}: {}", url, response.error);
@@ -259,6 +260,8 @@ OtlpSender::OtlpSender(platform::EventLoop& loop, HttpClient& client, std::strin
       client_(client),
       endpoint_(std::move(endpoint)),
       url_(std::move(url)),
+      health_url_(options.heartbeat.probe == ProbeKind::kHttpGet ? options.heartbeat.health_url
+                                                                 : std::string()),
       gzip_(options.compression == Compression::kGzip),
       timeout_(options.timeout),
       max_in_flight_(std::max<std::size_t>(options.batch.max_in_flight, 1)),
@@ -351,6 +354,29 @@ void OtlpSender::probe(std::function<void(SendResult)> done) {
   const auto start = Clock::now();
   if (closing_) {
     defer([done = std::move(done), start] { done(closedResult(start)); });
+    return;
+  }
+  if (!health_url_.empty()) {
+    // heartbeat.probe: http_get, as load balancers check a receiver: GET, expecting 2xx.
+    HttpRequest http;
+    http.url = health_url_;
+    http.method = "GET";
+    http.timeout = timeout_;
+    client_.send(
+        std::move(http), [this, start, done = std::move(done)](const HttpResponse& response) {
+          SendResult r;
+          if (response.status >= 200 && response.status < 300) {
+            r.outcome = Outcome::kDelivered;
+          } else {
+            r.outcome = Outcome::kRetry;
+            r.timed_out = response.timed_out;
+            r.error = response.status == 0 ? response.error
+                                           : fmt::format("health check {} answered HTTP {}",
+                                                         health_url_, response.status);
+          }
+          r.latency = Clock::now() - start;
+          done(r);
+        });
     return;
   }
   // The probe body is a few hundred bytes: encoded once, sent uncompressed.

@@ -104,6 +104,8 @@ class OtlpSender final : public Sender {
   HttpClient& client_;
   const std::string endpoint_;
   const std::string url_;
+  // heartbeat.probe http_get: the URL probed instead of an empty export; empty otherwise.
+  const std::string health_url_;
   std::vector<std::string> headers_;       // Content-Type and the configured ones
   std::vector<std::string> gzip_headers_;  // the same with Content-Encoding: gzip
   const bool gzip_;

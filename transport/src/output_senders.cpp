@@ -144,3 +144,31 @@ RetryOptions retryOptionsOf(const OutputOptions& options) {
 }
 
 }  // namespace cistern::transport
+
+namespace cistern::transport {
+
+HeartbeatOptions heartbeatOptionsOf(const OutputOptions& options) {
+  return std::visit(
+      [](const auto& o) -> HeartbeatOptions {
+        if constexpr (std::is_same_v<std::decay_t<decltype(o)>, FileOutputOptions>) {
+          return HeartbeatOptions{};
+        } else {
+          return o.heartbeat;
+        }
+      },
+      options);
+}
+
+DrainOptions drainOptionsOf(const OutputOptions& options) {
+  return std::visit(
+      [](const auto& o) -> DrainOptions {
+        if constexpr (std::is_same_v<std::decay_t<decltype(o)>, FileOutputOptions>) {
+          return DrainOptions{};
+        } else {
+          return o.drain;
+        }
+      },
+      options);
+}
+
+}  // namespace cistern::transport

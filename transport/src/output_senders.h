@@ -32,5 +32,8 @@ Result<OutputSenders> makeOutputSenders(platform::EventLoop& loop, const OutputO
 
 BatchOptions batchOptionsOf(const OutputOptions& options);
 RetryOptions retryOptionsOf(const OutputOptions& options);
+// The file output has no receiver to probe or spare: defaults, and no drain limit.
+HeartbeatOptions heartbeatOptionsOf(const OutputOptions& options);
+DrainOptions drainOptionsOf(const OutputOptions& options);
 
 }  // namespace cistern::transport

@@ -45,8 +45,11 @@ struct SendResult {
   // counted as skipped, acknowledged with the batch.
   std::uint64_t skipped_records = 0;
   std::uint64_t bytes_sent = 0;  // bytes put on the wire for this attempt (after encoding)
-  // The receiver asked to slow down (429, 503): the drain control of issue 5 backs off.
+  // The receiver asked to slow down (429, 503): the backlog's drain rate backs off, and the
+  // failure does not count towards the output being DOWN (the receiver is there, only busy).
   bool pushback = false;
+  // No answer in time: counts as a failure and as pushback.
+  bool timed_out = false;
   // Retry-After from the receiver; the dispatcher sends nothing to this endpoint before it.
   std::optional<std::chrono::milliseconds> retry_after;
   // A configuration problem (bad certificate, unknown CA, missing client certificate): retrying

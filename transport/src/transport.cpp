@@ -62,6 +62,8 @@ class LoopTransport final : public Transport {
       dispatch.output_name = name;
       dispatch.batch = batchOptionsOf(options);
       dispatch.retry = retryOptionsOf(options);
+      dispatch.heartbeat = heartbeatOptionsOf(options);
+      dispatch.drain = drainOptionsOf(options);
       out.dispatcher =
           std::make_unique<Dispatcher>(static_cast<uv_loop_t*>(loop_.uvLoop()), **cursor,
                                        std::move(made->senders), std::move(dispatch));
@@ -145,6 +147,7 @@ class LoopTransport final : public Transport {
       s.name = o.name;
       s.type = o.type;
       s.endpoint = o.dispatcher->endpoint();
+      s.state = outputStateName(o.dispatcher->state());
       s.last_error = o.dispatcher->lastError();
       s.counters = o.dispatcher->counters();
       out.push_back(std::move(s));

@@ -96,6 +96,7 @@ nlohmann::json outputsJson(const std::vector<transport::OutputStatus>& outputs,
     for (const auto& c : o.counters) counters[c.name] = c.value;
     nlohmann::json entry = {{"name", o.name},
                             {"type", o.type},
+                            {"state", o.state},
                             {"endpoint", o.endpoint},
                             {"last_error", o.last_error},
                             {"counters", counters}};
@@ -156,7 +157,7 @@ void logOutputs(spdlog::logger& log, const std::vector<transport::OutputStatus>&
   for (const auto& o : outputs) {
     std::string fields;
     for (const auto& c : o.counters) fields += fmt::format(" {}={}", c.name, c.value);
-    log.info("output={} endpoint={}{}{}", o.name, o.endpoint, fields,
+    log.info("output={} state={} endpoint={}{}{}", o.name, o.state, o.endpoint, fields,
              o.last_error.empty() ? std::string() : " last_error=\"" + o.last_error + "\"");
   }
 }

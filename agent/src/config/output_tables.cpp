@@ -13,9 +13,12 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using transport::BatchOptions;
+using transport::DrainOptions;
 using transport::FileOutputOptions;
+using transport::HeartbeatOptions;
 using transport::OtlpOutputOptions;
 using transport::OutputOptions;
+using transport::ProbeKind;
 using transport::RetryOptions;
 using transport::SyslogOutputOptions;
 using transport::TlsClientOptions;
@@ -174,11 +177,11 @@ Table<T> withRetryKeys(Table<T> table) {
                 .byDefault("500ms")
                 .describe("Backoff after the first failure; doubled after each further one, "
                           "with jitter, up to `retry_max`."));
-  retry.add(durationKey("retry_max", &RetryOptions::max_backoff, milliseconds(1),
-                        std::chrono::hours(24))
-                .byDefault("30s")
-                .describe("The longest backoff between attempts. A receiver's Retry-After is "
-                          "obeyed even when longer."));
+  retry.add(
+      durationKey("retry_max", &RetryOptions::max_backoff, milliseconds(1), std::chrono::hours(24))
+          .byDefault("30s")
+          .describe("The longest backoff between attempts. A receiver's Retry-After is "
+                    "obeyed even when longer."));
   retry.add(integerKey("failover_after", &RetryOptions::failover_after, 1, 1000)
                 .byDefault("3")
                 .unit("failures")
@@ -190,6 +193,97 @@ Table<T> withRetryKeys(Table<T> table) {
                 .describe("While not on the first endpoint, how often it is probed to return "
                           "to it."));
   for (const auto& key : retry.keys()) table.add(nested(&T::retry, key));
+  return table;
+}
+
+std::optional<std::string> checkHealthUrl(const Value& value) {
+  if (value.text.empty()) return std::nullopt;
+  return checkHttpUrl(value);
+}
+
+// `heartbeat:` of an output; `probes` lists the probe kinds its protocol has, the first being the
+// default.
+Table<HeartbeatOptions> heartbeatTable(std::vector<Choice<ProbeKind>> probes) {
+  const std::string default_probe = probes.front().name;
+  Table<HeartbeatOptions> table;
+  table.add(
+      durationKey("interval", &HeartbeatOptions::interval, milliseconds(100), std::chrono::hours(1))
+          .byDefault("5s")
+          .describe("An output idle this long is probed (a heartbeat; deliveries count as "
+                    "heartbeats too), and a DOWN output is probed this often at first."));
+  table.add(durationKey("max_interval", &HeartbeatOptions::max_interval, milliseconds(100),
+                        std::chrono::hours(24))
+                .byDefault("30s")
+                .describe("While DOWN, probes back off (doubling, with jitter) up to this. A "
+                          "receiver that returns is noticed within the interval in effect."));
+  table.add(integerKey("failures", &HeartbeatOptions::failures, 1, 1000)
+                .byDefault("3")
+                .unit("requests")
+                .describe("Consecutive failed requests, with every endpoint tried, that make the "
+                          "output DOWN: it then sends nothing and probes until a receiver is "
+                          "back. A busy receiver (429, 503) is not a failure here."));
+  table.add(enumKey("probe", &HeartbeatOptions::probe, std::move(probes))
+                .byDefault(default_probe)
+                .describe("How an endpoint is checked without sending records."));
+  table.add(stringKey("health_url", &HeartbeatOptions::health_url)
+                .byDefault("")
+                .check(checkHealthUrl, "an http:// or https:// URL")
+                .describe("`probe: http_get`: the URL that must answer 2xx."));
+  table.check({"probe", "health_url"}, "`probe: http_get` needs `health_url`.",
+              [](const HeartbeatOptions& o, const CheckContext&) -> std::optional<std::string> {
+                if ((o.probe == ProbeKind::kHttpGet) == o.health_url.empty()) {
+                  return "give 'health_url' with 'probe: http_get', and only then";
+                }
+                return std::nullopt;
+              });
+  table.check({"interval", "max_interval"}, "`interval` <= `max_interval`.",
+              [](const HeartbeatOptions& o, const CheckContext& c) -> std::optional<std::string> {
+                if (o.interval <= o.max_interval) return std::nullopt;
+                return fmt::format("{} must not be longer than {}", c.show("interval"),
+                                   c.show("max_interval"));
+              });
+  return table;
+}
+
+Table<DrainOptions> drainTable() {
+  Table<DrainOptions> table;
+  table.add(sizeKey("rate", &DrainOptions::rate, 0, 100 * kGiB)
+                .byDefault("0")
+                .zeroMeans("the backlog is not limited")
+                .describe("Bytes per second of records (their size in the buffer, before "
+                          "encoding or compression) the backlog is sent at, once ramped up. "
+                          "Live data is not limited."));
+  table.add(integerKey("initial_percent", &DrainOptions::initial_percent, 1, 100)
+                .byDefault("10")
+                .unit("%")
+                .describe("The backlog starts at this share of `rate`..."));
+  table.add(durationKey("ramp", &DrainOptions::ramp, milliseconds(0), std::chrono::hours(24))
+                .byDefault("30s")
+                .describe("...and reaches `rate` linearly over this, after a start with a "
+                          "backlog or a recovery."));
+  table.add(integerKey("live_share_percent", &DrainOptions::live_share_percent, 0, 100)
+                .byDefault("50")
+                .unit("%")
+                .describe("While a backlog exists, live batches hold at most this share of "
+                          "`max_in_flight` (at least one, and one is left for the backlog)."));
+  table.add(durationKey("latency_target", &DrainOptions::latency_target, milliseconds(0),
+                        std::chrono::hours(1))
+                .byDefault("2s")
+                .describe("A response slower than this is pushback; 0 ignores latency."));
+  table.add(integerKey("backoff_percent", &DrainOptions::backoff_percent, 1, 99)
+                .byDefault("50")
+                .unit("%")
+                .describe("Pushback (429, 503, a timeout, a slow response) multiplies the "
+                          "backlog rate by this."));
+  table.add(integerKey("increase_percent", &DrainOptions::increase_percent, 1, 100)
+                .byDefault("5")
+                .unit("%")
+                .describe("Each run of `clean_responses` clean responses adds this share of "
+                          "`rate` back."));
+  table.add(integerKey("clean_responses", &DrainOptions::clean_responses, 1, 100000)
+                .byDefault("10")
+                .unit("responses")
+                .describe("Responses in such a run."));
   return table;
 }
 
@@ -211,10 +305,10 @@ Table<OtlpOutputOptions> otlpTable() {
                     })
                 .byDefault("gzip")
                 .describe("Compression of request bodies."));
-  table.add(durationKey("timeout", &OtlpOutputOptions::timeout, milliseconds(100),
-                        std::chrono::hours(1))
-                .byDefault("10s")
-                .describe("The longest one request may take, connecting included."));
+  table.add(
+      durationKey("timeout", &OtlpOutputOptions::timeout, milliseconds(100), std::chrono::hours(1))
+          .byDefault("10s")
+          .describe("The longest one request may take, connecting included."));
   table.add(integerKey("max_connections", &OtlpOutputOptions::max_connections, 1, 256)
                 .byDefault("8")
                 .unit("connections")
@@ -222,6 +316,14 @@ Table<OtlpOutputOptions> otlpTable() {
   table.add(section("tls", &OtlpOutputOptions::tls, tlsTable(),
                     "TLS for https:// endpoints. The receiver's certificate is always verified "
                     "unless `insecure_skip_verify` says otherwise."));
+  table.add(section(
+      "heartbeat", &OtlpOutputOptions::heartbeat,
+      heartbeatTable(
+          {{"export", ProbeKind::kExport, "an empty ExportLogsServiceRequest to the endpoint."},
+           {"http_get", ProbeKind::kHttpGet, "GET `health_url`, expecting 2xx."}}),
+      "How the output notices that its receiver left and came back."));
+  table.add(section("drain", &OtlpOutputOptions::drain, drainTable(),
+                    "How the backlog is sent to a receiver that came back."));
   return withRetryKeys(withBatchKeys(std::move(table), "4"));
 }
 
@@ -235,8 +337,8 @@ Table<SyslogOutputOptions> syslogTable() {
                 .describe("Receivers, in order of preference. RFC 5424 messages, octet-counted "
                           "over TCP or TLS (RFC 5425), or over RELP, which acknowledges each "
                           "message."));
-  table.add(durationKey("connect_timeout", &SyslogOutputOptions::connect_timeout,
-                        milliseconds(100), std::chrono::minutes(10))
+  table.add(durationKey("connect_timeout", &SyslogOutputOptions::connect_timeout, milliseconds(100),
+                        std::chrono::minutes(10))
                 .byDefault("10s")
                 .describe("The longest connecting (TLS handshake included) may take."));
   table.add(durationKey("ack_timeout", &SyslogOutputOptions::ack_timeout, milliseconds(100),
@@ -250,6 +352,12 @@ Table<SyslogOutputOptions> syslogTable() {
                 .describe("Longer messages are truncated to this and counted."));
   table.add(section("tls", &SyslogOutputOptions::tls, tlsTable(),
                     "TLS for tls:// and relp+tls:// endpoints."));
+  table.add(section("heartbeat", &SyslogOutputOptions::heartbeat,
+                    heartbeatTable({{"connect", ProbeKind::kConnect,
+                                     "a TCP connect, the TLS handshake and RELP's open."}}),
+                    "How the output notices that its receiver left and came back."));
+  table.add(section("drain", &SyslogOutputOptions::drain, drainTable(),
+                    "How the backlog is sent to a receiver that came back."));
   return withRetryKeys(withBatchKeys(std::move(table), "8"));
 }
 
@@ -277,8 +385,7 @@ Table<FileOutputOptions> fileTable() {
 std::vector<Alternative<OutputOptions>> outputAlternatives() {
   return {
       alternative<OutputOptions>("otlp", otlpTable(), "OTLP/HTTP logs (binary protobuf)."),
-      alternative<OutputOptions>("syslog", syslogTable(),
-                                 "RFC 5424 syslog over TCP, TLS or RELP."),
+      alternative<OutputOptions>("syslog", syslogTable(), "RFC 5424 syslog over TCP, TLS or RELP."),
       alternative<OutputOptions>("file", fileTable(),
                                  "A local archive: pcapng for packets, NDJSON for logs."),
   };

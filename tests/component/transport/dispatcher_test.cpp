@@ -22,6 +22,7 @@ using cistern::testing::FakeSender;
 using cistern::transport::Dispatcher;
 using cistern::transport::DispatcherOptions;
 using cistern::transport::Outcome;
+using cistern::transport::OutputState;
 using cistern::transport::SendResult;
 using namespace std::chrono_literals;
 
@@ -103,6 +104,10 @@ DispatcherOptions options(std::size_t in_flight = 4) {
   o.retry.max_backoff = 200ms;
   o.retry.failover_after = 2;
   o.retry.failback_interval = 100ms;
+  // Retry tests look at resends, not at outages: the output does not go DOWN unless a test says.
+  o.heartbeat.failures = 1000;
+  o.heartbeat.interval = 100ms;
+  o.heartbeat.max_interval = 100ms;
   return o;
 }
 
@@ -331,4 +336,149 @@ TEST_CASE("dispatcher stops reading on drain and abandons what is in flight at c
   f.close(*b.dispatcher);
   CHECK(counter(*b.dispatcher, "records_acked") == 0);
   CHECK(f.pending() == 3000);
+}
+
+// --- issue 5: outages, lanes, the drain rate ---
+
+TEST_CASE("dispatcher goes DOWN after a run of failures, probes, and comes back", "[component]") {
+  Fixture f;
+  f.append(0, 300);
+  auto o = options();
+  o.heartbeat.failures = 3;
+  o.heartbeat.interval = 200ms;
+  o.heartbeat.max_interval = 800ms;
+  auto b = build(f, 1, 1, o);
+  SendResult down;
+  down.outcome = Outcome::kRetry;
+  down.error = "connection refused";
+  b.senders[0]->script = {down, down, down};
+  b.senders[0]->probe_script = {Outcome::kRetry, Outcome::kRetry};
+  b.dispatcher->start();
+  REQUIRE(f.runUntil([&] { return b.dispatcher->state() == OutputState::kDown; }));
+  const std::size_t sent_when_down = b.senders[0]->sent.size();
+  CHECK(sent_when_down == 3);
+  // Probes back off while DOWN (200 ms, then 400 ms, then 800 ms), nothing is sent.
+  const auto down_at = std::chrono::steady_clock::now();
+  REQUIRE(f.runUntil([&] { return b.senders[0]->probes == 2; }, 5s));
+  CHECK(b.dispatcher->state() == OutputState::kDown);
+  CHECK(b.senders[0]->sent.size() == sent_when_down);
+  REQUIRE(f.runUntil([&] { return b.dispatcher->state() != OutputState::kDown; }, 5s));
+  CHECK(b.senders[0]->probes == 3);
+  CHECK(std::chrono::steady_clock::now() - down_at >= 1000ms);
+  REQUIRE(f.runUntil([&] { return counter(*b.dispatcher, "records_acked") == 300; }));
+  CHECK(counter(*b.dispatcher, "state_changes") >= 2);
+  CHECK(counter(*b.dispatcher, "down_ms") >= 500);
+  CHECK(counter(*b.dispatcher, "probes_failed") == 2);
+  CHECK(f.pending() == 0);
+  f.close(*b.dispatcher);
+}
+
+TEST_CASE("after a recovery, live frames go before the backlog, which drains at the rate",
+          "[component]") {
+  Fixture f;
+  auto o = options();
+  o.heartbeat.failures = 1;
+  o.heartbeat.interval = 100ms;
+  o.drain.rate = 400U << 10U;  // 400 KiB/s of records
+  o.drain.initial_percent = 100;
+  o.drain.ramp = 0ms;
+  o.batch.max_bytes = 64U << 10U;
+  auto b = build(f, 1, 4, o);
+  SendResult down;
+  down.outcome = Outcome::kRetry;
+  down.error = "connection refused";
+  b.senders[0]->script = {down};
+  b.senders[0]->probe_script = {Outcome::kRetry};
+  f.append(0, 10);
+  b.dispatcher->start();
+  REQUIRE(f.runUntil([&] { return b.dispatcher->state() == OutputState::kDown; }));
+  // Captured while the receiver is away: about 1 MiB of backlog.
+  f.append(10, 5000);
+  REQUIRE(f.runUntil([&] { return b.dispatcher->state() != OutputState::kDown; }));
+  const auto recovered = std::chrono::steady_clock::now();
+  // Live data captured after the recovery overtakes the backlog.
+  f.append(100000, 50);
+  b.dispatcher->pump();
+  bool live_seen_early = false;
+  REQUIRE(f.runUntil(
+      [&] {
+        if (counter(*b.dispatcher, "live_bytes_sent") > 0 &&
+            counter(*b.dispatcher, "records_acked") < 4000) {
+          live_seen_early = true;
+        }
+        return counter(*b.dispatcher, "records_acked") == 5060;
+      },
+      20s));
+  CHECK(live_seen_early);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - recovered).count();
+  const auto backlog = static_cast<double>(counter(*b.dispatcher, "backlog_bytes_sent"));
+  // The backlog went at the rate: about backlog / rate seconds (+-25%: batches, timers).
+  const double expected = backlog / (400 << 10);
+  CHECK(seconds > expected * 0.75);
+  CHECK(seconds < expected * 1.25 + 0.3);
+  CHECK(f.pending() == 0);
+  f.close(*b.dispatcher);
+}
+
+TEST_CASE("pushback slows the drain without making the output DOWN", "[component]") {
+  Fixture f;
+  f.append(0, 3000);
+  auto o = options();
+  o.heartbeat.failures = 2;
+  o.drain.rate = 4U << 20U;
+  o.drain.ramp = 0ms;
+  o.drain.initial_percent = 100;
+  auto b = build(f, 1, 2, o);
+  SendResult busy;
+  busy.outcome = Outcome::kRetry;
+  busy.pushback = true;
+  busy.retry_after = 100ms;
+  busy.error = "HTTP 429";
+  b.senders[0]->script = {busy, busy, busy, busy};
+  b.dispatcher->start();
+  REQUIRE(f.runUntil([&] { return counter(*b.dispatcher, "records_acked") == 3000; }));
+  CHECK(counter(*b.dispatcher, "state_changes") == 0);
+  CHECK(counter(*b.dispatcher, "pushbacks") >= 1);
+  CHECK(b.dispatcher->state() == OutputState::kHealthy);
+  f.close(*b.dispatcher);
+}
+
+TEST_CASE("an idle output probes at the interval; a failed probe makes it DOWN", "[component]") {
+  Fixture f;
+  auto o = options();
+  o.heartbeat.failures = 3;
+  o.heartbeat.interval = 100ms;
+  auto b = build(f, 1, 1, o);
+  b.dispatcher->start();
+  REQUIRE(f.runUntil([&] { return b.senders[0]->probes >= 3; }, 3s));
+  CHECK(b.dispatcher->state() == OutputState::kHealthy);
+  b.senders[0]->probe_default = Outcome::kRetry;
+  REQUIRE(f.runUntil([&] { return b.dispatcher->state() == OutputState::kDown; }, 3s));
+  b.senders[0]->probe_default = Outcome::kDelivered;
+  REQUIRE(f.runUntil([&] { return b.dispatcher->state() == OutputState::kHealthy; }, 3s));
+  f.close(*b.dispatcher);
+}
+
+TEST_CASE("a backlog left by an earlier run drains under the ramp, live first", "[component]") {
+  Fixture f;
+  f.append(0, 2000);  // nobody delivered these: the backlog at start
+  auto o = options();
+  o.drain.rate = 200U << 10U;
+  o.drain.initial_percent = 50;
+  o.drain.ramp = 1000ms;
+  o.drain.live_share_percent = 50;
+  auto b = build(f, 1, 4, o);
+  b.dispatcher->start();
+  f.append(5000, 20);  // live
+  b.dispatcher->pump();
+  REQUIRE(f.runUntil([&] { return counter(*b.dispatcher, "records_acked") == 2020; }, 20s));
+  // The live records went in the first batches, not after the backlog.
+  bool live_first = false;
+  for (std::size_t i = 0; i < std::min<std::size_t>(3, b.senders[0]->sent.size()); ++i) {
+    live_first = live_first || b.senders[0]->sent[i].records == 20;
+  }
+  CHECK(live_first);
+  CHECK(counter(*b.dispatcher, "backlog_bytes_sent") > 0);
+  f.close(*b.dispatcher);
 }

@@ -43,6 +43,35 @@ struct RetryOptions {
   std::chrono::milliseconds failback_interval{30000};
 };
 
+// How an output checks that an endpoint answers, without sending records: while it is DOWN, and
+// when it has been idle for heartbeat.interval.
+enum class ProbeKind {
+  kExport,   // otlp: an empty ExportLogsServiceRequest (the default)
+  kHttpGet,  // otlp: GET health_url, expecting 200 (load balancers, Cribl-style leaders)
+  kConnect,  // syslog: a TCP connect, the TLS handshake, and RELP's open (the only kind)
+};
+
+struct HeartbeatOptions {
+  std::chrono::milliseconds interval{5000};       // idle and DOWN outputs are probed this often
+  std::chrono::milliseconds max_interval{30000};  // DOWN: probes back off up to this
+  std::uint32_t failures = 3;  // consecutive failed requests (all endpoints tried) -> DOWN
+  ProbeKind probe = ProbeKind::kExport;
+  std::string health_url;  // kHttpGet
+};
+
+// The backlog's drain (see transport/src/drain_control.h). Rates count record bytes: the
+// records' size as stored in the buffer, before OTLP encoding or gzip.
+struct DrainOptions {
+  std::uint64_t rate = 0;                 // bytes per second; 0: the backlog is not limited
+  std::uint32_t initial_percent = 10;     // the backlog starts at this share of `rate`...
+  std::chrono::milliseconds ramp{30000};  // ...and reaches it linearly over this
+  std::uint32_t live_share_percent = 50;  // of max_in_flight, for live data while a backlog exists
+  std::chrono::milliseconds latency_target{2000};  // slower responses are pushback
+  std::uint32_t backoff_percent = 50;              // pushback multiplies the backlog rate by this
+  std::uint32_t increase_percent = 5;  // each run of clean responses adds this share of `rate`
+  std::uint32_t clean_responses = 10;  // responses in such a run
+};
+
 enum class Compression { kNone, kGzip };
 
 // `type: otlp`: OTLP/HTTP logs, binary protobuf, POST {endpoint}/v1/logs.
@@ -57,6 +86,8 @@ struct OtlpOutputOptions {
   std::size_t max_connections = 8;
   BatchOptions batch;
   RetryOptions retry;
+  HeartbeatOptions heartbeat;
+  DrainOptions drain;
 };
 
 // `type: syslog`: RFC 5424 messages, octet-counted (RFC 6587), over tcp://, tls:// (RFC 5425),
@@ -72,6 +103,12 @@ struct SyslogOutputOptions {
   std::size_t max_message_bytes = 64U << 10U;  // longer messages are truncated and counted
   BatchOptions batch;
   RetryOptions retry;
+  HeartbeatOptions heartbeat{std::chrono::milliseconds(5000),
+                             std::chrono::milliseconds(30000),
+                             3,
+                             ProbeKind::kConnect,
+                             {}};
+  DrainOptions drain;
 };
 
 // `type: file`: a local archive. Packets go to pcapng files, log lines and syslog messages to
@@ -79,11 +116,11 @@ struct SyslogOutputOptions {
 // holding them is synced to disk.
 struct FileOutputOptions {
   std::string name;
-  std::string path;                            // directory, created if missing
+  std::string path;  // directory, created if missing
   // A file is closed and a new one opened past this, between batches (a file may exceed it by
   // up to one batch).
   std::uint64_t max_file_bytes = 100U << 20U;
-  std::uint32_t max_files = 10;                // per format; the oldest are deleted
+  std::uint32_t max_files = 10;  // per format; the oldest are deleted
   BatchOptions batch;
 };
 
@@ -104,11 +141,15 @@ struct Identity {
 struct OutputStatus {
   std::string name;
   std::string type;
+  std::string state;       // "healthy", "down", "recovering"
   std::string endpoint;    // the endpoint in use
   std::string last_error;  // empty when the last attempt succeeded
   // In a stable order: records_sent, bytes_sent, records_acked, frames_acked, records_rejected,
   // records_skipped, records_retried, batches_in_flight, records_in_flight, requests_ok,
-  // requests_failed, failovers, failbacks.
+  // requests_failed, failovers, failbacks, read_errors, endpoint_index, state (0 healthy, 1 down,
+  // 2 recovering), state_changes, down_ms, probes, probes_failed, drain_rate (bytes/s, 0 when
+  // no backlog is draining or it is not limited), live_bytes_sent, backlog_bytes_sent,
+  // pushbacks; then the protocol's own (summed over the endpoints).
   std::vector<Counter> counters;
 };
 
