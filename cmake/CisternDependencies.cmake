@@ -36,3 +36,6 @@ add_library(MbedTLS::mbedtls ALIAS cistern_mbedtls)
 find_package(CURL REQUIRED)
 find_package(ZLIB REQUIRED)
 find_package(Protobuf REQUIRED)
+
+# Agent: the local status API is served by libmicrohttpd.
+pkg_check_modules(MICROHTTPD REQUIRED IMPORTED_TARGET libmicrohttpd)

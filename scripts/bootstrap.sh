@@ -13,7 +13,7 @@ packages=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libexpected-dev
   catch2
   libpcap-dev libuv1-dev libmbedtls-dev libcurl4-openssl-dev
-  protobuf-compiler libprotobuf-dev zlib1g-dev
+  protobuf-compiler libprotobuf-dev zlib1g-dev libmicrohttpd-dev
   # tools the tests and benchmarks call
   lmdb-utils procps tcpdump
   # capture tests: namespaces and veth pairs, packet replay, pcap decoding, damaged samples, test CAs

@@ -399,6 +399,11 @@ Table<Config> buildSchema() {
       "Where the agent delivers what it captured. Each output reads the buffer with its own "
       "cursor and acknowledges a frame only once its receiver confirmed it; each entry's `name` "
       "is unique."));
+  table.add(config::section("opamp", &Config::opamp, config::opampTable(),
+                            "The management server (OpAMP): heartbeats with health and the "
+                            "effective config, and remote configuration."));
+  table.add(config::section("status", &Config::status, config::statusTable(),
+                            "The local status API for load balancers, Prometheus and operators."));
   return table;
 }
 

@@ -392,3 +392,51 @@ std::vector<Alternative<OutputOptions>> outputAlternatives() {
 }
 
 }  // namespace cistern::agent::config
+
+namespace cistern::agent::config {
+
+Table<heartbeat::OpampOptions> opampTable() {
+  using heartbeat::OpampOptions;
+  Table<OpampOptions> table;
+  table.add(stringKey("endpoint", &OpampOptions::endpoint)
+                .byDefault("")
+                .check(checkHealthUrl, "an http:// or https:// URL")
+                .describe("The OpAMP server's URL (`https://fleet.example:4320/v1/opamp`); empty "
+                          "disables the client. Local only: a remote config cannot change it."));
+  table.add(stringListKey("headers", &OpampOptions::headers)
+                .byDefault("[]")
+                .check(checkHeader, "`Name: value`")
+                .describe("Extra request headers, such as an authorization token."));
+  table.add(durationKey("heartbeat_interval", &OpampOptions::heartbeat_interval, milliseconds(100),
+                        std::chrono::hours(24))
+                .byDefault("30s")
+                .describe("How often the agent reports when nothing changed; the server's "
+                          "connection settings override it."));
+  table.add(durationKey("max_backoff", &OpampOptions::max_backoff, milliseconds(100),
+                        std::chrono::hours(24))
+                .byDefault("5m")
+                .describe("Server unreachable: retries back off (doubling, jittered) up to this. "
+                          "Capture and delivery go on regardless."));
+  table.add(durationKey("timeout", &OpampOptions::timeout, milliseconds(100),
+                        std::chrono::hours(1))
+                .byDefault("10s")
+                .describe("The longest one request may take."));
+  table.add(stringKey("config_public_key_file", &OpampOptions::config_public_key_file)
+                .byDefault("")
+                .describe("PEM file of an ECDSA P-256 public key: when set, a remote config must "
+                          "be signed with its private key, or it is refused."));
+  table.add(section("tls", &OpampOptions::tls, tlsTable(), "TLS for an https:// endpoint."));
+  return table;
+}
+
+Table<StatusSection> statusTable() {
+  Table<StatusSection> table;
+  table.add(stringKey("listen", &StatusSection::listen)
+                .byDefault("127.0.0.1:8780")
+                .describe("`HOST:PORT` of the local status API (`/health`, `/metrics`, "
+                          "`/status`); empty disables it. Loopback by default: it is not "
+                          "authenticated."));
+  return table;
+}
+
+}  // namespace cistern::agent::config

@@ -21,6 +21,7 @@
 #include "cistern/capture/pcap_source.h"
 #include "cistern/capture/syslog_source.h"
 #include "cistern/core/result.h"
+#include "cistern/heartbeat/opamp.h"
 #include "cistern/transport/outputs.h"
 
 namespace cistern::agent {
@@ -41,6 +42,11 @@ struct LogSection {
   LogLevel level = LogLevel::kInfo;
 };
 
+// `status:`: the local status API.
+struct StatusSection {
+  std::string listen = "127.0.0.1:8780";  // HOST:PORT; empty: disabled
+};
+
 // One entry of `inputs:`, by its `type`: pcap, file or syslog.
 using InputConfig =
     std::variant<capture::PcapOptions, capture::FileTailOptions, capture::SyslogOptions>;
@@ -59,6 +65,8 @@ struct Config {
   std::vector<InputConfig> inputs;  // names are unique
   // Where the records go; names are unique (each names the output's cursor in the buffer).
   std::vector<transport::OutputOptions> outputs;
+  heartbeat::OpampOptions opamp;
+  StatusSection status;
 };
 
 // One problem found in a config file.
