@@ -231,7 +231,8 @@ TEST_CASE("an unknown key names the nearest valid one", "[unit]") {
     CHECK(d.key == "exporters");
     CHECK(d.suggestion.empty());
     CHECK(d.message ==
-          "unknown section; valid sections are 'agent', 'log', 'buffer', 'inputs', 'outputs'");
+          "unknown section; valid sections are 'agent', 'log', 'buffer', 'inputs', 'outputs', "
+          "'opamp', 'status'");
   }
   SECTION("an unknown key with nothing close lists the section's keys") {
     const auto d = onlyProblem("buffer:\n  path: /tmp/x\n");
@@ -480,11 +481,11 @@ TEST_CASE("an empty file or a top level that is no mapping is an error", "[unit]
     CHECK(d.key.empty());
     CHECK(d.message ==
           "the file has no settings; write a mapping of sections ('agent', 'log', "
-          "'buffer', 'inputs', 'outputs')");
+          "'buffer', 'inputs', 'outputs', 'opamp', 'status')");
   }
   CHECK(onlyProblem("- agent\n- log\n").message ==
         "the top level must be a mapping of sections ('agent', 'log', 'buffer', 'inputs', "
-        "'outputs'), not a list");
+        "'outputs', 'opamp', 'status'), not a list");
   CHECK(contains(onlyProblem("hello").message, "not a single value"));
   const auto second = onlyProblem("log: {}\n---\nbuffer: {}\n");
   CHECK(second.line == 2);
