@@ -9,11 +9,11 @@
 // the output's request-body bytes per second over wrk's.
 #include "deliver_bench.h"
 
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -66,7 +66,7 @@ int freePort() {
 // the subject), one worker: the machine has two cores, the other is the sender's.
 class Receiver {
  public:
-  explicit Receiver(const fs::path& dir) : dir_(dir) {
+  explicit Receiver(fs::path dir) : dir_(std::move(dir)) {
     port_ = freePort();
     std::ofstream(dir_ / "nginx.conf") << fmt::format(R"(
 worker_processes 1;
@@ -224,7 +224,8 @@ RunFigures runOnce(const DeliverBenchOptions& o, const fs::path& dir) {
   }
   auto& transport = **made;
   const auto counter = [&transport](const char* name) {
-    for (const auto& c : transport.status().at(0).counters) {
+    const auto status = transport.status();
+    for (const auto& c : status.at(0).counters) {
       if (c.name == name) return c.value;
     }
     return std::uint64_t{0};

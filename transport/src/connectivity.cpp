@@ -17,8 +17,8 @@ const char* outputStateName(OutputState state) noexcept {
   return "?";
 }
 
-Connectivity::Connectivity(const HeartbeatOptions& options, SteadyTime now, std::uint64_t seed)
-    : options_(options), last_heartbeat_(now), rng_(seed) {
+Connectivity::Connectivity(HeartbeatOptions options, SteadyTime now, std::uint64_t seed)
+    : options_(std::move(options)), last_heartbeat_(now), rng_(seed) {
   options_.failures = std::max<std::uint32_t>(options_.failures, 1);
   if (options_.interval.count() <= 0) options_.interval = std::chrono::milliseconds(1);
   options_.max_interval = std::max(options_.max_interval, options_.interval);

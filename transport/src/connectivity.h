@@ -37,7 +37,7 @@ struct Transition {
 
 class Connectivity {
  public:
-  Connectivity(const HeartbeatOptions& options, SteadyTime now, std::uint64_t seed);
+  Connectivity(HeartbeatOptions options, SteadyTime now, std::uint64_t seed);
 
   [[nodiscard]] OutputState state() const { return state_; }
 

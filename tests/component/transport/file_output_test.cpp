@@ -77,7 +77,8 @@ struct Harness {
   }
 
   std::uint64_t counter(const std::string& name) {
-    for (const auto& c : transport->status().at(0).counters) {
+    const auto status = transport->status();
+    for (const auto& c : status.at(0).counters) {
       if (c.name == name) return c.value;
     }
     return 0;
