@@ -35,16 +35,22 @@ struct AgentSection {
   std::string id;
   // Directory for the agent's state, the ring buffer among it. Never empty after parsing.
   std::filesystem::path data_dir;
+
+  bool operator==(const AgentSection&) const = default;
 };
 
 // `log:`
 struct LogSection {
   LogLevel level = LogLevel::kInfo;
+
+  bool operator==(const LogSection&) const = default;
 };
 
 // `status:`: the local status API.
 struct StatusSection {
   std::string listen = "127.0.0.1:8780";  // HOST:PORT; empty: disabled
+
+  bool operator==(const StatusSection&) const = default;
 };
 
 // One entry of `inputs:`, by its `type`: pcap, file or syslog.
@@ -67,6 +73,8 @@ struct Config {
   std::vector<transport::OutputOptions> outputs;
   heartbeat::OpampOptions opamp;
   StatusSection status;
+
+  bool operator==(const Config&) const = default;
 };
 
 // One problem found in a config file.

@@ -63,6 +63,8 @@ struct RingOptions {
   std::uint64_t ingest_max_bytes = 16ULL << 20U;
   // Open without a writer: for inspect, verify and export while an agent may be running.
   bool read_only = false;
+
+  bool operator==(const RingOptions&) const = default;
 };
 
 }  // namespace cistern::buffer

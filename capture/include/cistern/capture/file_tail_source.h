@@ -42,6 +42,8 @@ struct FileTailOptions {
   LongLines long_lines = LongLines::kSplit;
   std::chrono::nanoseconds poll_interval = std::chrono::milliseconds(250);
   std::uint64_t fingerprint_bytes = 256;
+
+  bool operator==(const FileTailOptions&) const = default;
 };
 
 // Checks the options (a pattern whose directory cannot be read is an error; a pattern matching

@@ -44,6 +44,8 @@ struct PcapOptions {
   std::uint64_t buffer_size = 32U << 20U;  // live: the kernel ring, bytes
   // live: how long the kernel holds a TPACKET_V3 block before handing it over (pcap timeout).
   std::chrono::nanoseconds block_timeout = std::chrono::milliseconds(100);
+
+  bool operator==(const PcapOptions&) const = default;
 };
 
 // Checks the options, opens and activates the interface or file and compiles and installs the

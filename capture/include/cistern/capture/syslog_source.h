@@ -36,6 +36,8 @@ struct SyslogOptions {
   std::string tls_cert_file;       // tls: the server's certificate chain (PEM); required for tls
   std::string tls_key_file;        // tls: its private key (PEM); required for tls
   std::string tls_client_ca_file;  // tls: when set, client certificates are required
+
+  bool operator==(const SyslogOptions&) const = default;
 };
 
 // Checks the options, loads the TLS material and binds the socket, so a bad address, a port in

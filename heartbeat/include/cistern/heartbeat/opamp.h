@@ -40,6 +40,8 @@ struct OpampOptions {
   // PEM file of an ECDSA P-256 public key; when set, a remote config must carry a valid
   // signature made with its private key, or it is refused.
   std::string config_public_key_file;
+
+  bool operator==(const OpampOptions&) const = default;
 };
 
 }  // namespace cistern::heartbeat

@@ -32,6 +32,8 @@ struct BatchOptions {
   std::size_t max_bytes = 1U << 20U;  // decoded record bytes per request (at least one frame)
   std::size_t max_frames = 64;        // frames per request
   std::size_t max_in_flight = 4;      // requests sent and not yet answered
+
+  bool operator==(const BatchOptions&) const = default;
 };
 
 struct RetryOptions {
@@ -41,6 +43,8 @@ struct RetryOptions {
   std::uint32_t failover_after = 3;
   // While not on the first endpoint: how often it is probed to fail back to it.
   std::chrono::milliseconds failback_interval{30000};
+
+  bool operator==(const RetryOptions&) const = default;
 };
 
 // How an output checks that an endpoint answers, without sending records: while it is DOWN, and
@@ -57,6 +61,8 @@ struct HeartbeatOptions {
   std::uint32_t failures = 3;  // consecutive failed requests (all endpoints tried) -> DOWN
   ProbeKind probe = ProbeKind::kExport;
   std::string health_url;  // kHttpGet
+
+  bool operator==(const HeartbeatOptions&) const = default;
 };
 
 // The backlog's drain (see transport/src/drain_control.h). Rates count record bytes: the
@@ -70,6 +76,8 @@ struct DrainOptions {
   std::uint32_t backoff_percent = 50;              // pushback multiplies the backlog rate by this
   std::uint32_t increase_percent = 5;  // each run of clean responses adds this share of `rate`
   std::uint32_t clean_responses = 10;  // responses in such a run
+
+  bool operator==(const DrainOptions&) const = default;
 };
 
 enum class Compression { kNone, kGzip };
@@ -88,6 +96,8 @@ struct OtlpOutputOptions {
   RetryOptions retry;
   HeartbeatOptions heartbeat;
   DrainOptions drain;
+
+  bool operator==(const OtlpOutputOptions&) const = default;
 };
 
 // `type: syslog`: RFC 5424 messages, octet-counted (RFC 6587), over tcp://, tls:// (RFC 5425),
@@ -109,6 +119,8 @@ struct SyslogOutputOptions {
                              ProbeKind::kConnect,
                              {}};
   DrainOptions drain;
+
+  bool operator==(const SyslogOutputOptions&) const = default;
 };
 
 // `type: file`: a local archive. Packets go to pcapng files, log lines and syslog messages to
@@ -122,6 +134,8 @@ struct FileOutputOptions {
   std::uint64_t max_file_bytes = 100U << 20U;
   std::uint32_t max_files = 10;  // per format; the oldest are deleted
   BatchOptions batch;
+
+  bool operator==(const FileOutputOptions&) const = default;
 };
 
 using OutputOptions = std::variant<OtlpOutputOptions, SyslogOutputOptions, FileOutputOptions>;

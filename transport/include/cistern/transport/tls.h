@@ -17,6 +17,8 @@ struct TlsClientOptions {
   // Skips verification of the server's certificate. Only with an explicit config key; logged
   // as a warning when a connection uses it.
   bool insecure_skip_verify = false;
+
+  bool operator==(const TlsClientOptions&) const = default;
 };
 
 }  // namespace cistern::transport
