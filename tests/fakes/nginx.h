@@ -15,7 +15,8 @@
 //   /status/503, /status/400   those statuses.
 //   anything in NginxOptions::extra_locations.
 // Requests that reach nginx are counted in its access log, one NginxRequest each, written when
-// the response is done.
+// the response is done; timedRequests() reads a second log with nginx's clock for each of them
+// (when it was answered, how long it took), for tests that check when requests came.
 //
 // nginx runs in the foreground in a process group of its own; stop() shuts it down (SIGTERM),
 // kill() kills master and workers at once (SIGKILL), start() again reuses the same ports. The
@@ -80,6 +81,10 @@ struct NginxOptions {
   std::string server_key;
   std::string client_ca;
   int worker_processes = 1;
+  // nginx directives placed first in the /v1/logs location, before it proxies or answers. nginx
+  // evaluates them per request, so `if (-f /path/refuse) { add_header Retry-After 2 always;
+  // return 429; }` refuses requests exactly while a test keeps that file, without a reload.
+  std::string logs_prelude;
 };
 
 // One line of the access log.
@@ -96,6 +101,20 @@ struct NginxRequest {
   std::string ssl_protocol;       // "TLSv1.3", "-" on plain HTTP
   std::string ssl_server_name;    // the SNI the client sent, "-" when none
   std::string ssl_client_verify;  // "SUCCESS", "NONE", "FAILED:<reason>"; "-" on plain HTTP
+};
+
+// One line of the timing log: a request with nginx's times for it.
+struct NginxTimedRequest {
+  double end_s = 0;       // $msec: when the response was done, wall clock, seconds since the epoch
+  double duration_s = 0;  // $request_time: from the request's first byte to the response's last
+  int status = 0;
+  std::uint64_t request_length = 0;  // request line, headers and body
+  std::uint64_t content_length = 0;  // the request's Content-Length header, 0 when absent
+  std::string method;
+  std::string uri;
+
+  // When nginx began reading the request (millisecond resolution, like its clock).
+  [[nodiscard]] double startS() const { return end_s - duration_s; }
 };
 
 class Nginx {
@@ -178,6 +197,24 @@ class Nginx {
     return out;
   }
 
+  // Every request in the timing log so far (across restarts), in the order they were answered.
+  [[nodiscard]] std::vector<NginxTimedRequest> timedRequests() const {
+    std::vector<NginxTimedRequest> out;
+    std::ifstream in(dir_ / "timing.log");
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      NginxTimedRequest r;
+      std::string content_length;
+      fields >> r.end_s >> r.duration_s >> r.status >> r.request_length >> content_length >>
+          r.method >> r.uri;
+      if (fields.fail()) continue;  // a line being written
+      if (content_length != "-") r.content_length = std::stoull(content_length);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
   // The access log once it has at least `count` requests, or as it is after `timeout`.
   [[nodiscard]] std::vector<NginxRequest> waitForRequests(
       std::size_t count, std::chrono::milliseconds timeout = std::chrono::seconds(5)) const {
@@ -215,7 +252,7 @@ class Nginx {
     // `return` would discard the body unread (and uncounted in $request_length); a proxied
     // request is read whole first. Without an upstream, nginx proxies to its own /__ok, without
     // the body.
-    loc << "location = /v1/logs {\n";
+    loc << "location = /v1/logs {\n" << options_.logs_prelude << "\n";
     if (options_.upstream.empty()) {
       loc << "  proxy_pass http://127.0.0.1:" << http_port_ << "/__ok;\n"
           << "  proxy_pass_request_body off;\n  proxy_set_header Content-Length \"\";\n";
@@ -245,6 +282,9 @@ class Nginx {
             "$content_length $request_method $request_uri $host $server_port $ssl_protocol "
             "$ssl_server_name $ssl_client_verify';\n"
          << "  access_log " << dir << "/access.log cistern;\n"
+         << "  log_format cistern_timing '$msec $request_time $status $request_length "
+            "$content_length $request_method $request_uri';\n"
+         << "  access_log " << dir << "/timing.log cistern_timing;\n"
          << "  client_body_temp_path " << dir << "/tmp/body;\n"
          << "  proxy_temp_path " << dir << "/tmp/proxy;\n"
          << "  fastcgi_temp_path " << dir << "/tmp/fastcgi;\n"
