@@ -568,6 +568,45 @@ Result<Config> loadConfigFile(const std::filesystem::path& path,
   }
 }
 
+Result<Config> mergeRemoteConfig(const Config& local, std::string_view remote_text,
+                                 std::string_view file_name) {
+  auto remote = parseConfig(remote_text, file_name);
+  if (!remote) return remote;
+  // Which sections the remote text has: those replace the local ones.
+  std::vector<std::string> present;
+  {
+    config::DiagnosticSink sink(file_name);
+    const auto document = config::parseDocument(remote_text, sink);
+    if (document && document->root() != nullptr && document->root()->isMapping()) {
+      for (const auto& [key, value] : document->root()->entries) {
+        if (key->isScalar()) present.push_back(key->text);
+      }
+    }
+  }
+  const auto has = [&present](std::string_view name) {
+    return std::find(present.begin(), present.end(), name) != present.end();
+  };
+  std::string refused;
+  const auto check = [&](std::string_view name, bool same) {
+    if (!has(name) || same) return;
+    if (!refused.empty()) refused += '\n';
+    refused += fmt::format(
+        "{}: '{}' is local only: a remote config may not change it (change it in the local "
+        "config file and restart)",
+        file_name, name);
+  };
+  check("agent", remote->agent == local.agent);
+  check("buffer", remote->buffer == local.buffer);
+  check("opamp", remote->opamp == local.opamp);
+  check("status", remote->status == local.status);
+  if (!refused.empty()) return fail(ErrorCode::kConfig, refused);
+  Config merged = local;
+  if (has("log")) merged.log = remote->log;
+  if (has("inputs")) merged.inputs = remote->inputs;
+  if (has("outputs")) merged.outputs = remote->outputs;
+  return merged;
+}
+
 std::string renderSchemaMarkdown() {
   std::string out;
   schema().document(out, "", 3, "", "");

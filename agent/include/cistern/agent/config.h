@@ -121,6 +121,16 @@ Result<Config> parseConfig(std::string_view text, std::string_view file_name,
 Result<Config> loadConfigFile(const std::filesystem::path& path,
                               std::vector<ConfigDiagnostic>* diagnostics = nullptr);
 
+// The config in force when a remote config arrives on top of the local one: the remote text is
+// parsed and validated like a local file (every problem reported at once); the sections it has
+// (log, inputs, outputs) replace the local ones. The local-only sections (agent: who the sensor
+// is and where it keeps its state; buffer: it stays open across a reload; opamp: how the sensor
+// reaches its management server, TLS material included; status: its local API) may appear only
+// with the local values, or the whole remote config is refused with an error naming the section.
+// Sections the remote text leaves out keep their local values. Errors: kConfig. Any thread.
+Result<Config> mergeRemoteConfig(const Config& local, std::string_view remote_text,
+                                 std::string_view file_name);
+
 // The reference of every section and key as Markdown tables (key, type, default, allowed values,
 // description) followed by each section's rules across keys. docs/config.md embeds this text
 // verbatim between `<!-- schema:begin -->` and `<!-- schema:end -->`; a unit test keeps it so.

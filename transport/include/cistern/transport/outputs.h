@@ -190,6 +190,14 @@ class Transport {
   // listener, which runs on the writer thread).
   virtual void notifyCommitted() = 0;
 
+  // Replaces the outputs with `outputs` (a reload): an output whose options are unchanged keeps
+  // running, with its batches in flight and its connections; a removed or changed one stops
+  // (after up to 2 s for what it has in flight; the rest stays unacknowledged and is sent again
+  // by its successor on the same cursor, or at a later start); new and changed ones start.
+  // Every problem of the new outputs is reported at once (kConfig) and then nothing changes.
+  // Not from the loop thread.
+  virtual Status update(const std::vector<OutputOptions>& outputs, const CursorFor& cursors) = 0;
+
   // Stops reading, waits up to `grace` for the batches in flight, abandons the rest (they stay
   // unacknowledged in the buffer and are sent again at the next start), and closes connections.
   // Idempotent; not from the loop thread.
