@@ -1,6 +1,7 @@
 #include "frame_codec.h"
 
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
@@ -38,49 +39,88 @@ std::uint64_t frameChecksum(const std::byte* header, std::span<const std::byte> 
 
 }  // namespace
 
+ByteBuffer& ByteBuffer::operator=(ByteBuffer&& other) noexcept {
+  if (this != &other) {
+    data_ = std::move(other.data_);
+    size_ = std::exchange(other.size_, 0);
+    capacity_ = std::exchange(other.capacity_, 0);
+  }
+  return *this;
+}
+
+void ByteBuffer::reallocate(std::size_t n) {
+  auto fresh = std::make_unique_for_overwrite<std::byte[]>(n);
+  if (size_ > 0) std::memcpy(fresh.get(), data_.get(), size_);
+  data_ = std::move(fresh);
+  capacity_ = n;
+}
+
+namespace {
+
+// Header and checksum over a frame whose body (raw or compressed) follows the header in `out`.
+void sealHeader(FrameHeader h, std::byte* out) {
+  h.checksum = 0;
+  encodeHeader(h, out);
+  const std::span<const std::byte> body(out + kFrameHeaderBytes, h.stored_len);
+  bytes::storeLe<std::uint64_t>(out + 48, frameChecksum(out, body));
+}
+
+FrameHeader headerOf(const FrameBody& frame) {
+  FrameHeader h;
+  h.frame_id = frame.id;
+  h.record_count = frame.record_count;
+  h.raw_len = static_cast<std::uint32_t>(frame.bodyBytes());
+  h.stored_len = h.raw_len;
+  h.first_ts = frame.record_count > 0 ? frame.first_ts : 0;
+  h.last_ts = frame.last_ts;
+  return h;
+}
+
+}  // namespace
+
+bool finishRawFrame(FrameBody& frame) {
+  if (frame.bodyBytes() > UINT32_MAX) return false;
+  if (frame.bytes.empty()) frame.bytes.append(kFrameHeaderBytes);
+  sealHeader(headerOf(frame), frame.bytes.data());
+  frame.finished = true;
+  return true;
+}
+
 FrameEncoder::FrameEncoder(Codec codec, int zstd_level) : codec_(codec), zstd_level_(zstd_level) {
   if (codec_ == Codec::kZstd) cctx_ = ZSTD_createCCtx();
 }
 
 FrameEncoder::~FrameEncoder() { ZSTD_freeCCtx(static_cast<ZSTD_CCtx*>(cctx_)); }
 
-Result<std::size_t> FrameEncoder::prepare(FrameId id, const FrameBody& body) {
-  if (body.bytes.size() > UINT32_MAX) {
+Status FrameEncoder::finish(FrameBody& frame) {
+  const std::size_t raw = frame.bodyBytes();
+  if (raw > UINT32_MAX) {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("frame body of {} bytes exceeds 4 GiB", body.bytes.size()));
+                fmt::format("frame body of {} bytes exceeds 4 GiB", raw));
   }
-  header_ = FrameHeader{};
-  header_.frame_id = id;
-  header_.record_count = body.record_count;
-  header_.raw_len = static_cast<std::uint32_t>(body.bytes.size());
-  header_.first_ts = body.record_count > 0 ? body.first_ts : 0;
-  header_.last_ts = body.last_ts;
-  stored_ = body.bytes;
-  if (codec_ == Codec::kZstd && !body.bytes.empty()) {
-    scratch_.resize(ZSTD_compressBound(body.bytes.size()));
+  if (codec_ == Codec::kZstd && raw > 0) {
+    scratch_.resize(kFrameHeaderBytes + ZSTD_compressBound(raw));
     const std::size_t n =
-        ZSTD_compressCCtx(static_cast<ZSTD_CCtx*>(cctx_), scratch_.data(), scratch_.size(),
-                          body.bytes.data(), body.bytes.size(), zstd_level_);
-    if (ZSTD_isError(n) != 0U) {
-      return fail(ErrorCode::kInvalidArgument,
-                  fmt::format("zstd compression failed: {}", ZSTD_getErrorName(n)));
-    }
-    // Incompressible data (encrypted payloads, random bytes) is stored raw.
-    if (n < body.bytes.size()) {
-      header_.codec = Codec::kZstd;
-      stored_ = std::span<const std::byte>(scratch_.data(), n);
+        ZSTD_compressCCtx(static_cast<ZSTD_CCtx*>(cctx_), scratch_.data() + kFrameHeaderBytes,
+                          scratch_.size() - kFrameHeaderBytes,
+                          frame.bytes.data() + kFrameHeaderBytes, raw, zstd_level_);
+    // Incompressible data (encrypted payloads, random bytes) is stored raw; so is a body zstd
+    // failed on, which is better than losing it.
+    if (ZSTD_isError(n) == 0U && n < raw) {
+      FrameHeader h = headerOf(frame);
+      h.codec = Codec::kZstd;
+      h.stored_len = static_cast<std::uint32_t>(n);
+      scratch_.resize(kFrameHeaderBytes + n);
+      sealHeader(h, scratch_.data());
+      // The compressed frame takes the body's buffer's place; the body's buffer is the next
+      // scratch space.
+      std::swap(scratch_, frame.bytes);
+      frame.finished = true;
+      return ok();
     }
   }
-  header_.stored_len = static_cast<std::uint32_t>(stored_.size());
-  return kFrameHeaderBytes + stored_.size();
-}
-
-void FrameEncoder::write(std::byte* out) const {
-  FrameHeader h = header_;
-  h.checksum = 0;
-  encodeHeader(h, out);
-  if (!stored_.empty()) std::memcpy(out + kFrameHeaderBytes, stored_.data(), stored_.size());
-  bytes::storeLe<std::uint64_t>(out + 48, frameChecksum(out, stored_));
+  finishRawFrame(frame);
+  return ok();
 }
 
 Result<FrameHeader> checkFrame(std::span<const std::byte> stored, FrameId expected_id) {
@@ -136,12 +176,13 @@ Result<FrameHeader> checkFrame(std::span<const std::byte> stored, FrameId expect
 Status decodeFrameBody(std::span<const std::byte> stored, const FrameHeader& header,
                        std::vector<std::byte>& out) {
   const std::span<const std::byte> body = stored.subspan(kFrameHeaderBytes);
-  const std::size_t at = out.size();
-  out.resize(at + header.raw_len);
   if (header.codec == Codec::kNone) {
-    if (!body.empty()) std::memcpy(out.data() + at, body.data(), body.size());
+    // insert() copies into the new space directly; resize() would zero-fill it first.
+    out.insert(out.end(), body.begin(), body.end());
     return ok();
   }
+  const std::size_t at = out.size();
+  out.resize(at + header.raw_len);
   const std::size_t n = ZSTD_decompress(out.data() + at, header.raw_len, body.data(), body.size());
   if (ZSTD_isError(n) != 0U || n != header.raw_len) {
     out.resize(at);

@@ -109,6 +109,32 @@ struct TxnState {
   FrameId newest_id = 0;
 };
 
+// Writes a transaction's pages back while LMDB is still copying the rest of them into the page
+// cache, so that the disk works during the copy instead of only in the fdatasync after it. A
+// thread of its own, active only while the writer is inside mdb_txn_commit; writer.cpp says why
+// this keeps LMDB's ordering.
+class WriteBehind {
+ public:
+  // `fd` is LMDB's data file; it must stay open until the destructor returns.
+  explicit WriteBehind(int fd);
+  ~WriteBehind();
+  WriteBehind(const WriteBehind&) = delete;
+  WriteBehind& operator=(const WriteBehind&) = delete;
+
+  // Around mdb_txn_commit, on the writer thread.
+  void begin();
+  void end();
+
+ private:
+  void run();
+  int fd_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool active_ = false;
+  bool quit_ = false;
+  std::thread thread_;
+};
+
 struct LmdbRing::Impl {
   explicit Impl(RingOptions o);
   ~Impl();
@@ -121,6 +147,8 @@ struct LmdbRing::Impl {
   // --- writer (writer.cpp) ---
   void writerLoop();
   bool commitReady(SteadyTime now, SteadyTime& wake) const;  // under mu
+  // Compresses (with a codec) and checksums the frames in `work` that producers left unfinished.
+  void finishFrames();
   void commitOnce(std::vector<AckOp>& acks, std::vector<AckOp>& corrupt,
                   std::vector<ConsumerOp*>& ops);
   Status attemptCommit(const std::vector<AckOp>& acks, const std::vector<AckOp>& corrupt,
@@ -204,6 +232,10 @@ struct LmdbRing::Impl {
   std::optional<SteadyTime> oldest_pending;
   Ticket next_ticket = 0;
   Ticket committed_ticket = 0;
+  // The id the next sealed frame gets: ids are given in queue order, so the writer stores frames
+  // in id order (MDB_APPEND). Starts at the committed next id; ids of frames that are never
+  // stored (dropped, or lost with the process) are simply not used.
+  FrameId next_seal_id = 1;
   // flush(): a request counter, and the request covered by the commit in progress / last done.
   std::uint64_t flush_requested = 0;
   std::uint64_t flush_taking = 0;
@@ -218,12 +250,16 @@ struct LmdbRing::Impl {
   bool blocked = false;
   std::optional<SteadyTime> close_deadline;
   std::function<void(const CommitInfo&)> listener;
-  std::vector<std::vector<std::byte>> pool;
+  std::vector<ByteBuffer> pool;  // frame buffers to reuse
+  // Seals the open frame: queues it for the writer with the next id. Producers also finish it
+  // (header, checksum) when the ring has no codec. Under mu.
+  void sealOpenFrame(bool finish);
 
   // Writer thread only.
   RingMeta meta;
   std::deque<PendingFrame> work;  // taken from the queue, not yet committed
   std::unique_ptr<FrameEncoder> encoder;
+  std::unique_ptr<WriteBehind> write_behind;  // null with sync: none
   std::thread writer;
   std::uint64_t commits_since_reader_check = 0;
 

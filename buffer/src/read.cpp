@@ -88,8 +88,7 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
 
   const bool forward = dir == Direction::kForward;
   FrameId pos = from == 0 ? 1 : from;
-  while (out.size() < limits.max_frames &&
-         (out.empty() || out.bodyBytes() < limits.max_bytes)) {
+  while (out.size() < limits.max_frames && (out.empty() || out.bodyBytes() < limits.max_bytes)) {
     FrameId want = pos;
     if (c != nullptr) {
       std::lock_guard lk(c->mu);

@@ -3,8 +3,12 @@
 // Every write transaction is computed on a copy of the committed state (TxnState) and published
 // only after mdb_txn_commit succeeds, so an aborted attempt (MDB_MAP_FULL, an I/O error) leaves
 // nothing half-applied and can simply be retried.
+#include <fcntl.h>
+#include <pthread.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -22,6 +26,11 @@ constexpr milliseconds kIoRetryMin{50};
 constexpr milliseconds kIoRetryMax{2000};
 constexpr std::size_t kPoolMax = 8;
 constexpr std::uint64_t kReaderCheckEvery = 256;
+// How often write-behind hands newly copied pages to the disk: LMDB copies 0.5-1 MB into the
+// page cache in that time here; much shorter periods cost CPU for no gain (measured).
+constexpr std::chrono::microseconds kWriteBehindPeriod{200};
+// Smaller transactions (acknowledgements, a few small frames) are not worth waking a thread for.
+constexpr std::uint64_t kWriteBehindMinBytes = 512U << 10U;
 
 bool isFull(const Status& s) { return !s && s.error().code == ErrorCode::kFull; }
 
@@ -51,6 +60,68 @@ bool allDone(const TxnState& st, FrameId id) {
 }
 
 }  // namespace
+
+// Write-behind. mdb_txn_commit copies the transaction's dirty pages into the page cache with
+// writev and only then calls fdatasync, so the disk idles during the copy and the CPU during the
+// flush: the two add up. While a commit runs, this thread asks the kernel every
+// kWriteBehindPeriod to start writing back whatever is dirty (sync_file_range with
+// SYNC_FILE_RANGE_WRITE, which starts I/O and waits for nothing), so the first pages are on their
+// way to the disk while LMDB still copies the last ones, and the fdatasync finds little left.
+//
+// This changes when pages reach the disk, never what reaches it or the order LMDB relies on. The
+// kernel may write any dirty page back at any moment anyway (background writeback, memory
+// pressure), so LMDB's power-loss safety cannot and does not depend on pages staying in memory:
+// it rests on (1) the meta page of a transaction being written only after fdatasync returned for
+// its data pages, and (2) pages of the two newest snapshots never being overwritten. Both are
+// untouched: the meta page of transaction N is written after its fdatasync returns, so no
+// write-behind can send it to the disk before the data it points to, and writeback only
+// writes what LMDB already wrote into the page cache. With sync: none nothing syncs and the ring
+// keeps no such thread.
+WriteBehind::WriteBehind(int fd) : fd_(fd) {
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "cistern-wbehind");
+    run();
+  });
+}
+
+WriteBehind::~WriteBehind() {
+  {
+    std::lock_guard lk(mu_);
+    quit_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void WriteBehind::begin() {
+  {
+    std::lock_guard lk(mu_);
+    active_ = true;
+  }
+  cv_.notify_one();
+}
+
+// Not notified: the thread sees it at its next period and goes back to sleep.
+void WriteBehind::end() {
+  std::lock_guard lk(mu_);
+  active_ = false;
+}
+
+void WriteBehind::run() {
+  std::unique_lock lk(mu_);
+  for (;;) {
+    cv_.wait(lk, [this] { return active_ || quit_; });
+    // The first period lets LMDB write something; then every period hands over what it wrote.
+    while (!cv_.wait_for(lk, kWriteBehindPeriod, [this] { return !active_ || quit_; })) {
+      lk.unlock();
+      // A hint only: an error here (EIO, a filesystem without support) is LMDB's fdatasync's
+      // to report, so it is ignored.
+      (void)::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+      lk.lock();
+    }
+    if (quit_) return;
+  }
+}
 
 // Copies the committed state into `st`, which a write transaction then changes.
 void LmdbRing::Impl::beginTxnState(TxnState& st) {
@@ -170,10 +241,8 @@ void LmdbRing::Impl::writerLoop() {
       writer_cv.wait_until(lk, wake);
       continue;
     }
-    if (!open_frame.empty()) {
-      sealed.push_back(std::move(open_frame));
-      open_frame = PendingFrame{};
-    }
+    // Finished below, outside the lock, like frames of a ring with a codec.
+    if (!open_frame.empty()) sealOpenFrame(false);
     while (!sealed.empty()) {
       work.push_back(std::move(sealed.front()));
       sealed.pop_front();
@@ -225,8 +294,22 @@ std::size_t LmdbRing::Impl::boundaryAtMost(std::size_t k) const {
   return k;
 }
 
+void LmdbRing::Impl::finishFrames() {
+  for (PendingFrame& f : work) {
+    if (f.body.record_count == 0 || f.body.finished) continue;
+    if (auto s = encoder->finish(f.body); !s) {
+      dropped_map_full += f.body.record_count;
+      log->error("buffer frame of {} records dropped: {}", f.body.record_count, s.error().message);
+      f.body = FrameBody{};
+    }
+  }
+}
+
 void LmdbRing::Impl::commitOnce(std::vector<AckOp>& my_acks, std::vector<AckOp>& my_corrupt,
                                 std::vector<ConsumerOp*>& my_ops) {
+  // Compression and checksums of the frames producers did not finish need no transaction: done
+  // before taking one, and once however often the transaction is retried.
+  finishFrames();
   // One transaction carries about commit_max_bytes of frames and never ends inside an append
   // that writes state: such an append's records and state commit together. The writer loop
   // commits what is left right after.
@@ -458,7 +541,7 @@ Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
       std::uint64_t group = 0;
       for (std::size_t j = i; j < boundaryAtLeast(i + 1); ++j) {
         if (work[j].body.record_count > 0) {
-          group += accountedBytes(kFrameHeaderBytes + work[j].body.bytes.size());
+          group += accountedBytes(work[j].body.bytes.size());
         }
       }
       drop_group = false;
@@ -478,15 +561,15 @@ Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
           "(block policy): dropped",
           pf.body.record_count, formatSize(bound));
     } else if (pf.body.record_count > 0) {
-      const FrameId id = st.meta.next_frame;
-      auto size = encoder->prepare(id, pf.body);
-      const std::uint64_t need = size ? accountedBytes(*size) : UINT64_MAX;
-      if (!size || need > bound) {
+      const FrameId id = pf.body.id;
+      const std::size_t size = pf.body.bytes.size();
+      const std::uint64_t need = accountedBytes(size);
+      if (need > bound) {
         // Larger than the whole ring: it can never be stored.
         ++st.frames_dropped;
         st.records_dropped += pf.body.record_count;
         log->error("buffer frame of {} records ({}) exceeds the ring's size {}: dropped",
-                   pf.body.record_count, formatSize(pf.body.bytes.size()), formatSize(bound));
+                   pf.body.record_count, formatSize(size), formatSize(bound));
       } else {
         // Under the block policy the group check above made room certain.
         while (status && opt.when_full == FullPolicy::kDropOldest &&
@@ -501,19 +584,19 @@ Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
         if (!status) break;
         lmdb::FrameKey key(id);
         MDB_val k = key.val();
-        MDB_val v{*size, nullptr};
+        MDB_val v{size, nullptr};
         rc = mdb_cursor_put(fcur.get(), &k, &v, MDB_RESERVE | MDB_APPEND);
         if (rc != 0) return tl::unexpected(lmdb::error(rc, "storing a frame"));
-        encoder->write(static_cast<std::byte*>(v.mv_data));
-        releaseRange(v.mv_data, v.mv_size);
-        IndexEntry entry{pf.body.record_count, static_cast<std::uint32_t>(*size),
-                         encoder->header().first_ts, encoder->header().last_ts};
+        // The frame was finished before the transaction: this copy is all it costs in it.
+        std::memcpy(v.mv_data, pf.body.bytes.data(), size);
+        IndexEntry entry{pf.body.record_count, static_cast<std::uint32_t>(size), pf.body.first_ts,
+                         pf.body.last_ts};
         std::byte ib[IndexEntry::kSize];
         entry.serialize(ib);
         MDB_val iv = lmdb::val(ib, sizeof ib);
         rc = mdb_cursor_put(icur.get(), &k, &iv, MDB_APPEND);
         if (rc != 0) return tl::unexpected(lmdb::error(rc, "storing an index entry"));
-        ++st.meta.next_frame;
+        st.meta.next_frame = id + 1;
         ++st.meta.frames;
         st.meta.records += pf.body.record_count;
         st.meta.used_bytes += need;
@@ -522,7 +605,7 @@ Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
         if (st.first_frame == 0) st.first_frame = id;
         st.last_frame = id;
         st.new_records += pf.body.record_count;
-        st.new_bytes += *size;
+        st.new_bytes += size;
       }
     }
     for (const StateWrite& w : pf.state) {
@@ -561,7 +644,10 @@ Status LmdbRing::Impl::attemptCommit(const std::vector<AckOp>& my_acks,
   icur = lmdb::Cursor();
   fcur = lmdb::Cursor();
   const auto sync_start = steady_clock::now();
+  const bool behind = write_behind && st.new_bytes >= kWriteBehindMinBytes;
+  if (behind) write_behind->begin();
   rc = txn.commit();
+  if (behind) write_behind->end();
   st.sync_duration = steady_clock::now() - sync_start;
   if (rc != 0) return tl::unexpected(lmdb::error(rc, "committing"));
   return ok();
