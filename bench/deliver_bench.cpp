@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -100,8 +100,8 @@ http {{
     pid_ = ::fork();
     if (pid_ == 0) {
       ::setpgid(0, 0);
-      ::execl("/usr/sbin/nginx", "nginx", "-p", dir_.c_str(), "-c",
-              (dir_ / "nginx.conf").c_str(), static_cast<char*>(nullptr));
+      ::execl("/usr/sbin/nginx", "nginx", "-p", dir_.c_str(), "-c", (dir_ / "nginx.conf").c_str(),
+              static_cast<char*>(nullptr));
       ::_exit(127);
     }
     for (int i = 0; i < 200 && !listening(); ++i) {
@@ -258,8 +258,8 @@ RunFigures runOnce(const DeliverBenchOptions& o, const fs::path& dir) {
   // The same receiver's raw limit: wrk posting a request like the output's (taken above).
   if (body.size() < 64) body.assign(static_cast<std::size_t>(f.avg_body_bytes), 'x');
   (void)(*ring)->close();
-  f.wrk_mb_per_s = wrkMbPerS(receiver, dir, body, o.in_flight, o.wrk_seconds,
-                             &f.wrk_requests_per_s);
+  f.wrk_mb_per_s =
+      wrkMbPerS(receiver, dir, body, o.in_flight, o.wrk_seconds, &f.wrk_requests_per_s);
   f.ratio = f.wrk_mb_per_s > 0 ? f.wire_mb_per_s / f.wrk_mb_per_s : 0;
   fs::remove_all(dir / "ring");
   return f;
@@ -268,9 +268,10 @@ RunFigures runOnce(const DeliverBenchOptions& o, const fs::path& dir) {
 }  // namespace
 
 int runDeliverBench(const DeliverBenchOptions& o) {
-  std::printf("deliver bench: records=%llu record_size=%zu gzip=%s in_flight=%zu batch=%zu runs=%d\n",
-              static_cast<unsigned long long>(o.records), o.record_size, o.gzip ? "on" : "off",
-              o.in_flight, o.batch_bytes, o.repeat);
+  std::printf(
+      "deliver bench: records=%llu record_size=%zu gzip=%s in_flight=%zu batch=%zu runs=%d\n",
+      static_cast<unsigned long long>(o.records), o.record_size, o.gzip ? "on" : "off", o.in_flight,
+      o.batch_bytes, o.repeat);
   std::vector<RunFigures> runs;
   MemorySampler memory;
   for (int r = 0; r < o.repeat; ++r) {

@@ -9,7 +9,7 @@ struct DeliverBenchOptions {
   std::uint64_t records = 2'000'000;
   std::size_t record_size = 200;
   bool gzip = false;
-  std::size_t in_flight = 4;          // the output's max_in_flight, and wrk's connections
+  std::size_t in_flight = 4;            // the output's max_in_flight, and wrk's connections
   std::size_t batch_bytes = 1U << 20U;  // the output's max_batch_bytes
   int wrk_seconds = 5;
   int repeat = 3;

@@ -7,8 +7,8 @@
 //   CHECK(AgentProcess::output(report, "otlp")["counters"]["records_acked"] == 100);
 #pragma once
 
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -26,7 +26,7 @@ class AgentProcess {
   explicit AgentProcess(const std::filesystem::path& config,
                         std::vector<std::string> extra_args = {}) {
     std::vector<std::string> argv = {binary("agent/cistern"), "run", "-c", config.string(),
-                                     "--stats-interval", "1"};
+                                     "--stats-interval",      "1"};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());
     child_ = std::make_unique<Child>(argv);
   }

@@ -124,8 +124,8 @@ class FakeSender final : public transport::Sender {
 
   void arm() {
     if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&timer_)) != 0) return;
-    uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<FakeSender*>(t->data)->flush(); }, 0,
-                   0);
+    uv_timer_start(
+        &timer_, [](uv_timer_t* t) { static_cast<FakeSender*>(t->data)->flush(); }, 0, 0);
   }
 
   void flush() {

@@ -55,10 +55,26 @@ struct TestPki {
   static constexpr const char* kCurve = "ec_paramgen_curve:prime256v1";
 
   void makeCa(const std::string& stem, const std::string& cn) {
-    run({"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", kCurve, "-nodes",
-         "-keyout", (dir / (stem + ".key")).string(), "-out", (dir / (stem + ".crt")).string(),
-         "-subj", "/CN=" + cn, "-days", "2", "-addext", "basicConstraints=critical,CA:TRUE",
-         "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
+    run({"/usr/bin/openssl",
+         "req",
+         "-x509",
+         "-newkey",
+         "ec",
+         "-pkeyopt",
+         kCurve,
+         "-nodes",
+         "-keyout",
+         (dir / (stem + ".key")).string(),
+         "-out",
+         (dir / (stem + ".crt")).string(),
+         "-subj",
+         "/CN=" + cn,
+         "-days",
+         "2",
+         "-addext",
+         "basicConstraints=critical,CA:TRUE",
+         "-addext",
+         "keyUsage=critical,keyCertSign,cRLSign"});
   }
 
   void run(const std::vector<std::string>& argv) {

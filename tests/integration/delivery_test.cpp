@@ -99,8 +99,7 @@ void sendUdp(int port, const std::string& message) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<std::uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::sendto(fd, message.data(), message.size(), 0, reinterpret_cast<sockaddr*>(&addr),
-           sizeof addr);
+  ::sendto(fd, message.data(), message.size(), 0, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   ::close(fd);
 }
 
@@ -158,17 +157,16 @@ TEST_CASE("cistern run delivers packets, log lines and syslog messages to an OTL
   writePcap(dir / "in.pcap", packets);
   appendLines(dir / "app.log", 0, 300);
   const int syslog_port = cistern::testing::freeLoopbackPort();
-  const std::string inputs = fmt::format(R"(  - type: pcap
+  const std::string inputs =
+      fmt::format(R"(  - type: pcap
     name: tap
     file: {}
 {}
   - type: syslog
     name: sys
     listen: udp://127.0.0.1:{})",
-                                         (dir / "in.pcap").string(),
-                                         logInput(dir / "app.log"), syslog_port);
-  const auto config = writeFile(
-      dir / "agent.yaml", agentYaml(dir, inputs, otlpOutput(mock.url())));
+                  (dir / "in.pcap").string(), logInput(dir / "app.log"), syslog_port);
+  const auto config = writeFile(dir / "agent.yaml", agentYaml(dir, inputs, otlpOutput(mock.url())));
   AgentProcess agent(config);
   REQUIRE(agent.waitFor([&] { return mock.records().size() >= 600; }, 30s));
   sendUdp(syslog_port,
@@ -221,9 +219,10 @@ TEST_CASE("cistern run delivers packets, log lines and syslog messages to an OTL
   CHECK(AgentProcess::output(report, "processor")["buffer"]["pending_records"] == 0);
 }
 
-TEST_CASE("OTLP over TLS and mutual TLS through nginx; a wrong CA and a missing client "
-          "certificate deliver nothing",
-          "[integration]") {
+TEST_CASE(
+    "OTLP over TLS and mutual TLS through nginx; a wrong CA and a missing client "
+    "certificate deliver nothing",
+    "[integration]") {
   const auto& pki = cistern::testing::testPki();
   REQUIRE(pki.error.empty());
   OtlpMock mock;
@@ -257,14 +256,12 @@ TEST_CASE("OTLP over TLS and mutual TLS through nginx; a wrong CA and a missing 
     DYNAMIC_SECTION(c.name) {
       TempDir dir;
       appendLines(dir / "app.log", 0, 50);
-      const auto config = writeFile(
-          dir / "agent.yaml",
-          agentYaml(dir, logInput(dir / "app.log"),
-                    otlpOutput(c.url, "\n    tls:\n      " + c.tls)));
+      const auto config =
+          writeFile(dir / "agent.yaml", agentYaml(dir, logInput(dir / "app.log"),
+                                                  otlpOutput(c.url, "\n    tls:\n      " + c.tls)));
       AgentProcess agent(config);
       if (c.delivers) {
-        REQUIRE(agent.waitFor([&] { return mock.records().size() >= delivered_before + 50; },
-                              30s));
+        REQUIRE(agent.waitFor([&] { return mock.records().size() >= delivered_before + 50; }, 30s));
         delivered_before += 50;
       } else {
         agent.idle(3s);
@@ -295,8 +292,8 @@ TEST_CASE("429 with Retry-After and 503 are retried as told; 400 is rejected and
     REQUIRE(mock.error().empty());
     TempDir dir;
     appendLines(dir / "app.log", 0, 40);
-    const auto config = writeFile(dir / "agent.yaml",
-                                  agentYaml(dir, logInput(dir / "app.log"), otlpOutput(mock.url())));
+    const auto config = writeFile(
+        dir / "agent.yaml", agentYaml(dir, logInput(dir / "app.log"), otlpOutput(mock.url())));
     const auto started = std::chrono::steady_clock::now();
     AgentProcess agent(config);
     REQUIRE(agent.waitFor([&] { return mock.records().size() >= 40; }, 30s));
@@ -316,8 +313,8 @@ TEST_CASE("429 with Retry-After and 503 are retried as told; 400 is rejected and
     REQUIRE(mock.error().empty());
     TempDir dir;
     appendLines(dir / "app.log", 0, 40);
-    const auto config = writeFile(dir / "agent.yaml",
-                                  agentYaml(dir, logInput(dir / "app.log"), otlpOutput(mock.url())));
+    const auto config = writeFile(
+        dir / "agent.yaml", agentYaml(dir, logInput(dir / "app.log"), otlpOutput(mock.url())));
     AgentProcess agent(config);
     REQUIRE(agent.waitFor([&] { return mock.records().size() >= 40; }, 30s));
     const auto report = agent.stop();
@@ -329,8 +326,8 @@ TEST_CASE("429 with Retry-After and 503 are retried as told; 400 is rejected and
     REQUIRE(mock.error().empty());
     TempDir dir;
     appendLines(dir / "app.log", 0, 40);
-    const auto config = writeFile(dir / "agent.yaml",
-                                  agentYaml(dir, logInput(dir / "app.log"), otlpOutput(mock.url())));
+    const auto config = writeFile(
+        dir / "agent.yaml", agentYaml(dir, logInput(dir / "app.log"), otlpOutput(mock.url())));
     AgentProcess agent(config);
     REQUIRE(agent.waitFor([&] { return !mock.requests().empty(); }, 30s));
     agent.idle(1500ms);
@@ -356,10 +353,10 @@ TEST_CASE("a receiver killed and restarted mid-run gets every record at least on
   REQUIRE(nginx.start().empty());
   TempDir dir;
   appendLines(dir / "app.log", 0, 200);
-  const auto config = writeFile(
-      dir / "agent.yaml",
-      agentYaml(dir, logInput(dir / "app.log"),
-                otlpOutput(fmt::format("http://127.0.0.1:{}", nginx.httpPort()))));
+  const auto config =
+      writeFile(dir / "agent.yaml",
+                agentYaml(dir, logInput(dir / "app.log"),
+                          otlpOutput(fmt::format("http://127.0.0.1:{}", nginx.httpPort()))));
   AgentProcess agent(config);
   REQUIRE(agent.waitFor([&] { return lineCounts(mock.records()).size() >= 200; }, 30s));
   nginx.kill();
@@ -391,10 +388,10 @@ TEST_CASE("an output fails over to the standby receiver and back", "[integration
   appendLines(dir / "app.log", 0, 100);
   const auto config = writeFile(
       dir / "agent.yaml",
-      agentYaml(dir, logInput(dir / "app.log"),
-                otlpOutput(fmt::format("[http://127.0.0.1:{}, {}]", front.httpPort(),
-                                       standby.url()),
-                           "\n    failover_after: 2\n    failback_interval: 1s")));
+      agentYaml(
+          dir, logInput(dir / "app.log"),
+          otlpOutput(fmt::format("[http://127.0.0.1:{}, {}]", front.httpPort(), standby.url()),
+                     "\n    failover_after: 2\n    failback_interval: 1s")));
   AgentProcess agent(config);
   REQUIRE(agent.waitFor([&] { return lineCounts(primary.records()).size() >= 100; }, 30s));
   front.kill();
@@ -468,9 +465,8 @@ TEST_CASE("cistern run delivers log lines to rsyslog over RELP with TLS and over
   - type: syslog
     name: plain
     endpoints: {})",
-                                          rsyslog.endpoint("relp+tls"), pki.ca_crt,
-                                          pki.client_crt, pki.client_key,
-                                          rsyslog.endpoint("tcp"));
+                                          rsyslog.endpoint("relp+tls"), pki.ca_crt, pki.client_crt,
+                                          pki.client_key, rsyslog.endpoint("tcp"));
   const auto config =
       writeFile(dir / "agent.yaml", agentYaml(dir, logInput(dir / "app.log"), outputs));
   AgentProcess agent(config);

@@ -417,8 +417,7 @@ Table<heartbeat::OpampOptions> opampTable() {
                 .byDefault("5m")
                 .describe("Server unreachable: retries back off (doubling, jittered) up to this. "
                           "Capture and delivery go on regardless."));
-  table.add(durationKey("timeout", &OpampOptions::timeout, milliseconds(100),
-                        std::chrono::hours(1))
+  table.add(durationKey("timeout", &OpampOptions::timeout, milliseconds(100), std::chrono::hours(1))
                 .byDefault("10s")
                 .describe("The longest one request may take."));
   table.add(stringKey("config_public_key_file", &OpampOptions::config_public_key_file)

@@ -275,9 +275,8 @@ Key<T> durationKey(std::string name, std::chrono::duration<Rep, Period> T::*memb
 // batching) is declared once without a YAML mapping of its own.
 template <typename T, typename U>
 Key<T> nested(U T::*member, const Key<U>& key) {
-  return Key<T>(key.spec(), [member, key](T& target, const Value& value) {
-    key.store(target.*member, value);
-  });
+  return Key<T>(key.spec(),
+                [member, key](T& target, const Value& value) { key.store(target.*member, value); });
 }
 
 template <typename E>

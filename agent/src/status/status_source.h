@@ -15,8 +15,8 @@ struct Metric {
   // Prometheus name, units in the name as Prometheus does (`cistern_output_records_acked_total`,
   // `cistern_buffer_used_bytes`, `cistern_output_down_seconds_total`).
   std::string name;
-  std::string help;           // one line
-  std::string type;           // "counter" or "gauge"
+  std::string help;                                         // one line
+  std::string type;                                         // "counter" or "gauge"
   std::vector<std::pair<std::string, std::string>> labels;  // {"output", "processor"}
   double value = 0;
 };

@@ -64,9 +64,8 @@ struct Harness {
     auto made = create(options);
     REQUIRE_OK(made);
     transport = std::move(*made);
-    ring->setCommitListener([t = transport.get()](const cistern::buffer::CommitInfo&) {
-      t->notifyCommitted();
-    });
+    ring->setCommitListener(
+        [t = transport.get()](const cistern::buffer::CommitInfo&) { t->notifyCommitted(); });
     transport->start();
   }
 
@@ -107,8 +106,8 @@ struct Harness {
       packet_meta.emplace_back();
       cistern::encodePacketMeta({1, static_cast<std::uint32_t>(size + 4)}, packet_meta.back());
       payloads.emplace_back(size, static_cast<std::byte>(seq & 0xFFU));
-      records.push_back({cistern::RecordKind::kPacket, 1'700'000'000'000'000'000ULL + seq,
-                         "tap0", packet_meta.back(), payloads.back()});
+      records.push_back({cistern::RecordKind::kPacket, 1'700'000'000'000'000'000ULL + seq, "tap0",
+                         packet_meta.back(), payloads.back()});
       cistern::LogLineMeta lm;
       lm.offset = seq * 10;
       lm.path = "/var/log/app.log";
@@ -117,8 +116,8 @@ struct Harness {
       const std::string text = "line " + std::to_string(seq);
       payloads.emplace_back(reinterpret_cast<const std::byte*>(text.data()),
                             reinterpret_cast<const std::byte*>(text.data()) + text.size());
-      records.push_back({cistern::RecordKind::kLogLine, 1'700'000'000'000'000'000ULL + seq,
-                         "app", line_meta.back(), payloads.back()});
+      records.push_back({cistern::RecordKind::kLogLine, 1'700'000'000'000'000'000ULL + seq, "app",
+                         line_meta.back(), payloads.back()});
     }
     REQUIRE(ring->append(records, {}, cistern::Wait::kYes));
     REQUIRE_OK(ring->flush());
@@ -138,8 +137,8 @@ std::vector<fs::path> filesWith(const fs::path& dir, const std::string& ext) {
 std::vector<std::pair<std::uint64_t, std::vector<std::byte>>> readPackets(const fs::path& file) {
   std::vector<std::pair<std::uint64_t, std::vector<std::byte>>> out;
   char errbuf[PCAP_ERRBUF_SIZE];
-  pcap_t* p = pcap_open_offline_with_tstamp_precision(file.c_str(), PCAP_TSTAMP_PRECISION_NANO,
-                                                      errbuf);
+  pcap_t* p =
+      pcap_open_offline_with_tstamp_precision(file.c_str(), PCAP_TSTAMP_PRECISION_NANO, errbuf);
   INFO(errbuf);
   REQUIRE(p != nullptr);
   pcap_pkthdr* h = nullptr;
@@ -147,9 +146,9 @@ std::vector<std::pair<std::uint64_t, std::vector<std::byte>>> readPackets(const 
   while (pcap_next_ex(p, &h, &data) == 1) {
     const auto ns = static_cast<std::uint64_t>(h->ts.tv_sec) * 1'000'000'000ULL +
                     static_cast<std::uint64_t>(h->ts.tv_usec);
-    out.emplace_back(ns, std::vector<std::byte>(reinterpret_cast<const std::byte*>(data),
-                                                reinterpret_cast<const std::byte*>(data) +
-                                                    h->caplen));
+    out.emplace_back(ns,
+                     std::vector<std::byte>(reinterpret_cast<const std::byte*>(data),
+                                            reinterpret_cast<const std::byte*>(data) + h->caplen));
   }
   pcap_close(p);
   return out;
@@ -244,6 +243,6 @@ TEST_CASE("file output refuses a directory it cannot create, naming the output",
   auto made = h.create(o);
   REQUIRE_FALSE(made);
   CHECK(made.error().code == cistern::ErrorCode::kConfig);
-  CHECK_THAT(made.error().message, Catch::Contains("output 'archive'") &&
-                                       Catch::Contains("plain-file"));
+  CHECK_THAT(made.error().message,
+             Catch::Contains("output 'archive'") && Catch::Contains("plain-file"));
 }
