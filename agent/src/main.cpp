@@ -104,6 +104,17 @@ int main(int argc, char** argv) {
     }
   });
 
+  cistern::agent::StatusOptions status_options;
+  auto* status_cmd =
+      app.add_subcommand("status", "Show a running agent's inputs, buffer, outputs and OpAMP");
+  auto* status_address = status_cmd->add_option(
+      "--address", status_options.address,
+      "HOST:PORT of the agent's status API (default: status.listen, 127.0.0.1:8780)");
+  status_cmd->add_option("-c,--config", status_options.config_file, "Take status.listen from here")
+      ->excludes(status_address);
+  status_cmd->add_flag("--watch", status_options.watch, "Redraw every second until interrupted");
+  status_cmd->add_flag("--json", status_options.json, "Print the agent's JSON as received");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -117,6 +128,7 @@ int main(int argc, char** argv) {
     run_options.stats_interval = std::chrono::seconds(stats_seconds);
     return cistern::agent::runCommand(run_options, stdout, stderr);
   }
+  if (*status_cmd) return cistern::agent::statusCommand(status_options, stdout, stderr);
   if (*exporter) {
     status = withDataDir(data_dir, buffer_config, tool);
     if (status != cistern::agent::kExitOk) return status;

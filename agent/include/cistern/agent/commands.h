@@ -40,7 +40,7 @@ struct RunOptions {
   // Exit once every input has finished (pcap files read to the end) and every output has
   // delivered everything in the buffer; live inputs never finish.
   bool exit_when_done = false;
-  std::string version;  // sent to receivers with the agent's identity
+  std::string version;                      // sent to receivers with the agent's identity
   bool verbose = false;                     // -v given: keep the log level the CLI set
   std::chrono::seconds stats_interval{60};  // log every input's counters this often; 0 never
 };
@@ -65,5 +65,25 @@ struct ExportOptions {
 // packets as pcapng, or every record as one JSON object per line. A summary goes to `err`.
 // Exit 1 when damaged records or corrupt frames were skipped (the rest is exported).
 int bufferExportCommand(const ExportOptions& options, std::FILE* out, std::FILE* err);
+
+struct StatusOptions {
+  // HOST:PORT of the agent's status API ("127.0.0.1:8780", "[::1]:8780"). Empty: `status.listen`
+  // of `config_file`, or 127.0.0.1:8780 (the default) when no config file is given either. A
+  // wildcard address (0.0.0.0, [::]) is reached on loopback.
+  std::string address;
+  std::filesystem::path config_file;
+  bool json = false;   // print the agent's JSON as received, not the table
+  bool watch = false;  // redraw every `interval` (clearing the screen) until interrupted
+  std::chrono::milliseconds interval{1000};
+  int watch_count = 0;  // with `watch`, return after this many redraws; 0: never
+  std::chrono::milliseconds timeout{3000};  // for each request, connecting included
+};
+
+// `cistern status`: fetches GET /status from a running agent and prints it as a table (agent,
+// buffer, inputs, outputs, OpAMP; status/status_table.h) or, with `json`, as received. Exit 2
+// when the agent cannot be reached, answers with an error or with something that is not a JSON
+// object, or the config gives no address. With `watch`, an unreachable agent is shown on the
+// screen and retried at the next refresh instead; it returns 0 after `watch_count` refreshes.
+int statusCommand(const StatusOptions& options, std::FILE* out, std::FILE* err);
 
 }  // namespace cistern::agent
