@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the npm packages that tests run as real peers on loopback (tests/peers: the OTLP mock
-# receiver), exactly as pinned by tests/peers/package-lock.json, with `npm ci`. Install scripts
-# are not run: the peers are plain JavaScript and need none.
+# receiver and the OpAMP mock server), exactly as pinned by tests/peers/package-lock.json, with
+# `npm ci`. Install scripts are not run: the peers are plain JavaScript and need none.
 # Idempotent: nothing is done when tests/peers/node_modules was installed from the same lock file.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -42,11 +42,11 @@ std::optional<InstanceUid> parseUuid(const std::string& text) {
 
 InstanceUid newUuidV7() {
   InstanceUid uid{};
-  const auto ms = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count());
-  for (int i = 0; i < 6; ++i) uid[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(ms >> (40 - 8 * i));
+  const auto ms =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  for (std::size_t i = 0; i < 6; ++i) uid[i] = static_cast<std::uint8_t>(ms >> (40 - 8 * i));
   std::random_device rd;
   for (std::size_t i = 6; i < 16; ++i) uid[i] = static_cast<std::uint8_t>(rd());
   uid[6] = static_cast<std::uint8_t>((uid[6] & 0x0FU) | 0x70U);  // version 7
@@ -69,8 +69,8 @@ Result<InstanceUid> loadOrCreateInstanceUid(const std::filesystem::path& file) {
     std::ifstream in(file);
     std::string text;
     if (!in || !std::getline(in, text)) {
-      return fail(ErrorCode::kIo, fmt::format("reading the instance UID from {}: {}",
-                                              file.string(), std::strerror(errno)));
+      return fail(ErrorCode::kIo, fmt::format("reading the instance UID from {}: {}", file.string(),
+                                              std::strerror(errno)));
     }
     auto uid = parseUuid(text);
     if (!uid) {
