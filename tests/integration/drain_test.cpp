@@ -190,10 +190,11 @@ class StatsLog {
   [[nodiscard]] const std::vector<Sample>& samples() const { return samples_; }
   // The last value logged for `key`; -1 when none.
   [[nodiscard]] std::int64_t latest(const std::string& key) const {
-    for (auto it = samples_.rbegin(); it != samples_.rend(); ++it) {
-      if (const auto v = it->values.find(key); v != it->values.end()) return v->second;
+    std::int64_t value = -1;
+    for (const auto& sample : samples_) {
+      if (const auto v = sample.values.find(key); v != sample.values.end()) value = v->second;
     }
-    return -1;
+    return value;
   }
 
  private:
@@ -320,7 +321,7 @@ outputs:
 }
 
 nlohmann::json outputOf(const nlohmann::json& report) {
-  const auto out = AgentProcess::output(report, "processor");
+  auto out = AgentProcess::output(report, "processor");
   REQUIRE(out.is_object());
   return out;
 }
@@ -504,7 +505,7 @@ TEST_CASE(
     "429 with Retry-After: 2 for 10 s: no request before the time given, the drain rate "
     "cut and then recovered, nothing lost",
     "[integration]") {
-  constexpr std::int64_t kRate = 64 * 1024;
+  constexpr std::int64_t kRate = std::int64_t{64} * 1024;
   constexpr std::size_t kBacklogLines = 1800;  // about 1 MB: 16 s at the full rate
   OtlpMock mock;
   REQUIRE(mock.error().empty());
