@@ -1,8 +1,5 @@
 #include "cistern/heartbeat/instance_uid.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -12,6 +9,8 @@
 #include <sstream>
 
 #include <fmt/format.h>
+
+#include "cistern/platform/files.h"
 
 namespace cistern::heartbeat {
 namespace {
@@ -63,6 +62,13 @@ std::string formatUuid(const InstanceUid& uid) {
   return out;
 }
 
+Status saveInstanceUid(const std::filesystem::path& file, const InstanceUid& uid) {
+  if (auto written = platform::writeFileAtomically(file, formatUuid(uid) + "\n"); !written) {
+    return fail(ErrorCode::kIo, "the instance UID: " + written.error().message);
+  }
+  return ok();
+}
+
 Result<InstanceUid> loadOrCreateInstanceUid(const std::filesystem::path& file) {
   std::error_code ec;
   if (std::filesystem::exists(file, ec)) {
@@ -82,22 +88,7 @@ Result<InstanceUid> loadOrCreateInstanceUid(const std::filesystem::path& file) {
     return *uid;
   }
   const InstanceUid uid = newUuidV7();
-  std::filesystem::create_directories(file.parent_path(), ec);
-  const std::filesystem::path tmp = file.string() + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return fail(ErrorCode::kIo, fmt::format("writing the instance UID to {}: {}", tmp.string(),
-                                            std::strerror(errno)));
-  }
-  const std::string text = formatUuid(uid) + "\n";
-  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-                       ::fsync(fd) == 0;
-  const int err = errno;
-  ::close(fd);
-  if (!written || std::rename(tmp.c_str(), file.c_str()) != 0) {
-    return fail(ErrorCode::kIo, fmt::format("writing the instance UID to {}: {}", file.string(),
-                                            std::strerror(written ? errno : err)));
-  }
+  if (auto saved = saveInstanceUid(file, uid); !saved) return tl::make_unexpected(saved.error());
   return uid;
 }
 

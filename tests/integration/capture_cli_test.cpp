@@ -120,6 +120,8 @@ TEST_CASE("a pcap file through cistern run comes back out of export identical", 
                                 fmt::format(R"(
 agent:
   data_dir: {}
+status:
+  listen: ""
 buffer:
   max_size: 64MiB
 inputs:
@@ -190,6 +192,7 @@ TEST_CASE("a BPF filter keeps only matching packets, and the counts reconcile", 
   const auto config = writeFile(dir / "agent.yaml",
                                 fmt::format(R"(
 agent: {{data_dir: {}}}
+status: {{listen: ""}}
 buffer: {{max_size: 64MiB}}
 inputs:
   - {{type: pcap, name: v4, file: {}, filter: "ether proto 0x0800"}}
@@ -238,6 +241,7 @@ TEST_CASE("every bad input is reported with its name, and run exits 2", "[integr
       writeFile(dir / "agent.yaml",
                 fmt::format(R"(
 agent: {{data_dir: {data}}}
+status: {{listen: ""}}
 buffer: {{max_size: 64MiB}}
 inputs:
   - {{type: pcap, name: no-such-if, interface: cstnosuch0}}

@@ -116,6 +116,8 @@ std::string agentYaml(const TempDir& dir, const std::string& inputs, const std::
   return fmt::format(R"(agent:
   id: sensor-7
   data_dir: {}
+status:
+  listen: ""
 buffer:
   max_size: 64MiB
   commit_interval: 5ms

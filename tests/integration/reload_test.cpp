@@ -54,6 +54,8 @@ std::string config(const TempDir& dir, const std::string& inputs, const std::str
   return fmt::format(R"(agent:
   id: reload-test
   data_dir: {}
+status:
+  listen: ""
 buffer:
   max_size: 64MiB
   commit_interval: 5ms

@@ -1,8 +1,10 @@
 // `cistern run -c FILE`: the agent's main job. Starts the runtime (the ring, the outputs, the
 // inputs; every one that cannot start is reported, all at once), captures and delivers until
 // SIGINT or SIGTERM (or, with --exit-when-done, until every input finished and every output
-// delivered everything), reloads the config file on SIGHUP (validate, apply, roll back on
-// failure), then stops in order and prints every counter as one JSON object.
+// delivered everything), reloads the config file on SIGHUP and applies remote configs from the
+// OpAMP server (validate, apply, roll back on failure: control/control_plane.h), serves the local
+// status API (status/status_server.h), then stops in order and prints every counter as one JSON
+// object.
 //
 // Signals are blocked before any thread starts and taken with sigtimedwait() on this thread, so
 // no handler runs inside a capture, writer or loop thread. A second SIGINT/SIGTERM while the
@@ -20,27 +22,19 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "agent_log.h"
 #include "cistern/agent/commands.h"
 #include "cistern/agent/config.h"
+#include "control/control_plane.h"
 #include "runtime/runtime.h"
+#include "status/status_server.h"
 
 namespace cistern::agent {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::shared_ptr<spdlog::logger> agentLogger() {
-  if (auto existing = spdlog::get("agent")) return existing;
-  try {
-    return spdlog::stderr_color_mt("agent");
-  } catch (const spdlog::spdlog_ex&) {
-    auto existing = spdlog::get("agent");
-    return existing ? existing : spdlog::default_logger();
-  }
-}
 
 spdlog::level::level_enum toSpdlog(LogLevel level) {
   switch (level) {
@@ -69,51 +63,62 @@ sigset_t stopAndReloadSignals() {
   return signals;
 }
 
-// SIGHUP: the config file again, validated and applied; the running config stays on failure.
-void reload(const RunOptions& options, Runtime& runtime, spdlog::logger& log) {
-  log.info("SIGHUP: reloading {}", options.config_file.string());
-  auto next = loadConfigFile(options.config_file);
-  if (!next) {
-    log.error("SIGHUP: {} is not valid; the running config stays:\n{}",
-              options.config_file.string(), next.error().message);
-    return;
-  }
-  if (auto applied = runtime.apply(*next, "SIGHUP"); applied) {
-    if (!options.verbose) spdlog::set_level(toSpdlog(next->log.level));
-  }
-}
-
 }  // namespace
 
 int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err) {
-  auto config = loadConfigFile(options.config_file);
-  if (!config) {
-    fmt::print(err, "{}\n", config.error().message);
+  auto control = ControlPlane::prepare({options.config_file, options.version});
+  if (!control) {
+    fmt::print(err, "{}\n", control.error().message);
     return kExitCheckFailed;
   }
-  if (!options.verbose) spdlog::set_level(toSpdlog(config->log.level));
+  const Config& config = (*control)->startConfig();
+  if (!options.verbose) spdlog::set_level(toSpdlog(config.log.level));
   auto log = agentLogger();
 
   // Before any thread exists, so every thread inherits the mask.
   const sigset_t signals = stopAndReloadSignals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto runtime = Runtime::start(*config, {options.version});
+  auto runtime = Runtime::start(config, {options.version});
   if (!runtime) {
     fmt::print(err, "{}\n", runtime.error().message);
     return kExitCannotRun;
+  }
+  // Whatever else cannot start stops what did, in order.
+  const auto cannotRun = [&](const std::string& message) {
+    (*control)->stop();
+    (*runtime)->stop(err);
+    fmt::print(err, "{}\n", message);
+    return kExitCannotRun;
+  };
+  AgentStatus status_source(**runtime, **control);
+  std::unique_ptr<StatusServer> status_server;
+  if (!config.status.listen.empty()) {
+    StatusServerOptions server_options;
+    server_options.listen = config.status.listen;
+    status_server = std::make_unique<StatusServer>(server_options, status_source);
+    if (auto started = status_server->start(); !started) {
+      return cannotRun("status API: " + started.error().message);
+    }
+  }
+  if (auto started = (*control)->start(**runtime); !started) {
+    if (status_server) status_server->stop();
+    return cannotRun("opamp: " + started.error().message);
   }
 
   auto last_stats = Clock::now();
   int signal_seen = 0;
   while (signal_seen == 0) {
-    timespec wait{0, 200'000'000};
+    timespec wait{0, 100'000'000};
     const int sig = sigtimedwait(&signals, nullptr, &wait);
     if (sig == SIGHUP) {
-      reload(options, **runtime, *log);
+      if ((*control)->reload() && !options.verbose) {
+        spdlog::set_level(toSpdlog((*runtime)->config().log.level));
+      }
     } else if (sig > 0) {
       signal_seen = sig;
     }
+    (*control)->poll();
     if (options.exit_when_done && (*runtime)->inputsFinished() && (*runtime)->delivered()) break;
     if (options.stats_interval.count() > 0 && Clock::now() - last_stats >= options.stats_interval) {
       (*runtime)->logStats();
@@ -135,6 +140,10 @@ int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err) {
       }
     }
   });
+  // The OpAMP client says goodbye while the loop still runs; the status API answers until the
+  // runtime stops.
+  (*control)->stop();
+  if (status_server) status_server->stop();
   const int status = (*runtime)->stop(err);
   done = true;
   watchdog.join();

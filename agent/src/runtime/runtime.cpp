@@ -7,9 +7,9 @@
 #include <utility>
 
 #include <fmt/format.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "agent_log.h"
 #include "cistern/agent/commands.h"
 #include "cistern/capture/file_tail_source.h"
 #include "cistern/capture/pcap_source.h"
@@ -26,16 +26,6 @@ using Clock = std::chrono::steady_clock;
 constexpr std::chrono::seconds kInputGrace{5};
 // How long outputs may finish the requests they have in flight at stop.
 constexpr std::chrono::seconds kOutputGrace{5};
-
-std::shared_ptr<spdlog::logger> agentLogger() {
-  if (auto existing = spdlog::get("agent")) return existing;
-  try {
-    return spdlog::stderr_color_mt("agent");
-  } catch (const spdlog::spdlog_ex&) {
-    auto existing = spdlog::get("agent");
-    return existing ? existing : spdlog::default_logger();
-  }
-}
 
 std::uint64_t counterOf(const std::vector<Counter>& counters, const std::string& name) {
   for (const auto& c : counters) {

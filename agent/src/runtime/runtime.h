@@ -66,6 +66,11 @@ class Runtime final : public StatusSource {
   // What the inputs handed over is committed and every output acknowledged everything.
   [[nodiscard]] bool delivered();
 
+  // Since start().
+  [[nodiscard]] std::chrono::nanoseconds uptime() const {
+    return std::chrono::steady_clock::now() - started_at_;
+  }
+
   // Logs every input's and output's counters.
   void logStats() const;
 

@@ -15,9 +15,9 @@
 #include <utility>
 
 #include <fmt/format.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "agent_log.h"
 #include "listen_address.h"
 #include "prometheus.h"
 
@@ -27,17 +27,6 @@ namespace {
 constexpr const char* kTextPlain = "text/plain; charset=utf-8";
 constexpr const char* kJson = "application/json";
 constexpr const char* kAllowed = "GET, HEAD";
-
-// The agent module's logger. Also called on the server's thread, so two threads may race to
-// create it: the loser's registration throws, and it takes the winner's.
-std::shared_ptr<spdlog::logger> agentLogger() {
-  if (auto existing = spdlog::get("agent")) return existing;
-  try {
-    return spdlog::stderr_color_mt("agent");
-  } catch (const spdlog::spdlog_ex&) {
-    return spdlog::get("agent");
-  }
-}
 
 // An address libmicrohttpd can bind: its MHD_OPTION_SOCK_ADDR takes a sockaddr of the family
 // the MHD_USE_IPv6 flag announces.

@@ -1,10 +1,14 @@
 #include "cistern/platform/process.h"
 
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <string>
+#include <string_view>
 
 namespace cistern::platform {
 namespace {
@@ -39,6 +43,24 @@ std::string hostName() {
   std::array<char, 256> buf{};
   if (gethostname(buf.data(), buf.size() - 1) != 0 || buf[0] == '\0') return "localhost";
   return {buf.data()};
+}
+
+std::string osDescription() {
+  std::ifstream in("/etc/os-release");
+  std::string line;
+  constexpr std::string_view kKey = "PRETTY_NAME=";
+  while (std::getline(in, line)) {
+    if (line.compare(0, kKey.size(), kKey) != 0) continue;
+    std::string value = line.substr(kKey.size());
+    if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') &&
+        value.back() == value.front()) {
+      value = value.substr(1, value.size() - 2);
+    }
+    if (!value.empty()) return value;
+  }
+  utsname u{};
+  if (uname(&u) != 0) return "unknown";
+  return std::string(u.sysname) + " " + u.release;
 }
 
 }  // namespace cistern::platform

@@ -19,6 +19,9 @@ using InstanceUid = std::array<std::uint8_t, 16>;
 // that is not a UUID: it is left alone, so an operator can look at it).
 Result<InstanceUid> loadOrCreateInstanceUid(const std::filesystem::path& file);
 
+// Writes `uid` to `file` as loadOrCreateInstanceUid() reads it (atomically). Errors: kIo.
+Status saveInstanceUid(const std::filesystem::path& file, const InstanceUid& uid);
+
 // A new UUIDv7: 48 bits of Unix milliseconds, version 7, 74 random bits, RFC 9562 variant.
 InstanceUid newUuidV7();
 

@@ -19,4 +19,8 @@ MemoryUsage memoryUsage();
 // The host name (gethostname), or "localhost" when it cannot be read.
 std::string hostName();
 
+// The operating system for humans: /etc/os-release's PRETTY_NAME ("Debian GNU/Linux 12
+// (bookworm)"), else uname's system and release ("Linux 6.1.0-18-amd64").
+std::string osDescription();
+
 }  // namespace cistern::platform
