@@ -14,6 +14,7 @@
 #include "cistern/capture/file_tail_source.h"
 #include "cistern/capture/pcap_source.h"
 #include "cistern/capture/syslog_source.h"
+#include "cistern/core/record_json.h"
 #include "cistern/platform/process.h"
 #include "commands/buffer_access.h"
 
@@ -566,6 +567,11 @@ nlohmann::json Runtime::statusObject() const {
   j["buffer"]["oldest_age_s"] = stats.oldest_ts != 0 && now_ns > stats.oldest_ts
                                     ? static_cast<double>(now_ns - stats.oldest_ts) / 1e9
                                     : 0.0;
+  if (stats.oldest_ts != 0) {
+    j["buffer"]["oldest_time"] = formatTimestamp(static_cast<std::int64_t>(stats.oldest_ts));
+  }
+  const auto h = health();
+  j["health"] = {{"ok", h.ok}, {"reason", h.reason}};
   j["buffer"]["refused_queue_full"] = stats.refused_queue_full;
   j["buffer"]["dropped_map_full"] = stats.dropped_map_full;
   j["buffer"]["corrupt_frames_seen"] = stats.corrupt_frames_seen;
