@@ -7,9 +7,10 @@
 #include <CLI/CLI.hpp>
 
 #include "buffer_bench.h"
-#include "deliver_bench.h"
 #include "capture_bench.h"
 #include "cistern/core/units.h"
+#include "deliver_bench.h"
+#include "drain_bench.h"
 #include "tail_bench.h"
 
 namespace {
@@ -141,9 +142,33 @@ int main(int argc, char** argv) {
   deliver->add_option("--repeat", d.repeat, "Runs; figures are medians")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
-  deliver->add_option("--dir", d.dir, "Where the ring and nginx's files go")
-      ->capture_default_str();
+  deliver->add_option("--dir", d.dir, "Where the ring and nginx's files go")->capture_default_str();
   deliver->add_flag("--json", json_only, "Accepted for symmetry: the last line is always JSON");
+
+  cistern::bench::DrainBenchOptions dr;
+  dr.dir = b.dir;
+  std::string drain_rate = "10MiB";
+  std::string drain_ramp;
+  std::string drain_heartbeat;
+  auto* drain = app.add_subcommand(
+      "drain",
+      "Drain a backlog through the otlp output under drain.rate to nginx started after it");
+  drain->add_option("--backlog-mb", dr.backlog_mib, "Backlog in the ring, MiB")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  drain->add_option("--rate", drain_rate, "drain.rate: record bytes per second, with units (10MiB)")
+      ->capture_default_str();
+  drain->add_option("--record-size", dr.record_size, "Bytes per backlog record (log lines)")
+      ->check(CLI::Range(16, 60000))
+      ->capture_default_str();
+  drain->add_option("--ramp", drain_ramp, "drain.ramp (default 2s)");
+  drain->add_option("--heartbeat", drain_heartbeat,
+                    "heartbeat.interval and max_interval (default 1s)");
+  drain->add_option("--repeat", dr.repeat, "Runs; figures are medians")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  drain->add_option("--dir", dr.dir, "Where the ring and nginx's files go")->capture_default_str();
+  drain->add_flag("--json", json_only, "Accepted for symmetry: the last line is always JSON");
 
   CLI11_PARSE(app, argc, argv);
   if (!verbose) spdlog::set_level(spdlog::level::warn);
@@ -169,6 +194,22 @@ int main(int argc, char** argv) {
     if (!parseOption(batch_bytes, "--batch-bytes", bytes, cistern::parseSize)) return 2;
     d.batch_bytes = static_cast<std::size_t>(bytes);
     return cistern::bench::runDeliverBench(d);
+  }
+  if (*drain) {
+    std::chrono::nanoseconds ramp = dr.ramp;
+    std::chrono::nanoseconds heartbeat = dr.heartbeat;
+    if (!parseOption(drain_rate, "--rate", dr.rate, cistern::parseSize) ||
+        !parseOption(drain_ramp, "--ramp", ramp, cistern::parseDuration) ||
+        !parseOption(drain_heartbeat, "--heartbeat", heartbeat, cistern::parseDuration)) {
+      return 2;
+    }
+    dr.ramp = std::chrono::duration_cast<std::chrono::milliseconds>(ramp);
+    dr.heartbeat = std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat);
+    if (dr.rate == 0) {
+      fprintf(stderr, "--rate: the benchmark needs a limit above 0\n");
+      return 2;
+    }
+    return cistern::bench::runDrainBench(dr);
   }
   return 0;
 }
