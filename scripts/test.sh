@@ -3,7 +3,7 @@
 #   1. release build, warnings as errors, every test (ctest)
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build, every test
 #   3. ThreadSanitizer build, the tests of the concurrent parts (the ring buffer, the inputs'
-#      threads, the outputs on the event loop)
+#      threads, the outputs on the event loop, the OpAMP client, the status server)
 #   4. lint: clang-format and clang-tidy
 # CISTERN_TEST_STAGES picks stages (default "release asan tsan lint").
 set -euo pipefail
@@ -44,7 +44,7 @@ for stage in $stages; do
       configure_and_build build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DCISTERN_SANITIZE=thread -DCISTERN_BUILD_BENCH=OFF
       TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_ctest build/tsan \
-        -R '^(buffer_tests|ring_|capture_tests|transport_)'
+        -R '^(buffer_tests|ring_|capture_tests|transport_|heartbeat_|agent_tests)'
       ;;
     lint)
       [[ -f build/release/compile_commands.json ]] ||
