@@ -275,7 +275,7 @@ int runDeliverBench(const DeliverBenchOptions& o) {
   std::vector<RunFigures> runs;
   MemorySampler memory;
   for (int r = 0; r < o.repeat; ++r) {
-    const RunFigures f = runOnce(o, o.dir / fmt::format("run{}", r));
+    const RunFigures f = runOnce(o, o.dir / fmt::format("deliver-run{}", r));
     std::printf(
         "run %d: %.0f records/s, %.1f MB/s of records, %.1f MB/s on the wire (requests of %.0f "
         "bytes) | wrk %.1f MB/s (%.0f req/s) | ratio %.2f\n",
@@ -302,7 +302,8 @@ int runDeliverBench(const DeliverBenchOptions& o) {
   j["peak_rss_mb"] = memory.peakAnonMb() + memory.peakFileMb();
   j["peak_rss_anon_mb"] = memory.peakAnonMb();
   std::printf("%s\n", j.dump().c_str());
-  fs::remove_all(o.dir);
+  // Only what this bench made: --dir may be shared (/tmp, /var/tmp).
+  for (int r = 0; r < o.repeat; ++r) fs::remove_all(o.dir / fmt::format("deliver-run{}", r));
   return 0;
 }
 
