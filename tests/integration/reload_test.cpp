@@ -1,10 +1,10 @@
 // Reconfiguring a running agent (SIGHUP) through `cistern run` as a child process: what changes,
 // what keeps running, what a bad config gets, and that a change during heavy capture loses no
 // buffered record and reports the capture gap of a replaced packet input.
-#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <map>

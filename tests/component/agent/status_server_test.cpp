@@ -249,7 +249,7 @@ CommandResult runStatus(const StatusOptions& options) {
 
 // An agent config in `dir` whose status.listen is `listen`.
 std::filesystem::path writeConfig(const testing::TempDir& dir, const std::string& listen) {
-  const auto config = dir / "agent.yaml";
+  auto config = dir / "agent.yaml";  // not const: returned, so moved
   std::FILE* f = std::fopen(config.c_str(), "w");
   REQUIRE(f != nullptr);
   std::fprintf(f, "agent:\n  data_dir: %s\nstatus:\n  listen: \"%s\"\n", (dir / "data").c_str(),
