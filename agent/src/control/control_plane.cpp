@@ -340,7 +340,7 @@ std::vector<Metric> AgentStatus::metrics() const {
     if (!c.known) continue;
     const bool gauge = c.name == "heartbeat_interval_ms" || c.name == "retry_delay_ms";
     std::string name = c.name;
-    double value = static_cast<double>(c.value);
+    auto value = static_cast<double>(c.value);
     if (gauge) {
       name = name.substr(0, name.size() - 3) + "_seconds";
       value /= 1000.0;

@@ -630,7 +630,7 @@ std::vector<Metric> Runtime::metrics() const {
     for (const auto& c : o.counters) {
       const bool gauge = isGauge(c.name);
       std::string name = c.name;
-      double value = static_cast<double>(c.value);
+      auto value = static_cast<double>(c.value);
       if (name == "down_ms") {
         name = "down_seconds";
         value /= 1000.0;

@@ -49,6 +49,14 @@ TEST_CASE("remote config store: nothing stored, saved, loaded back, cleared", "[
   REQUIRE(store.clear());  // idempotent
 }
 
+// What load() must say about a damaged store: refused, naming the directory.
+void checkRefused(const RemoteConfigStore& store) {
+  const auto loaded = store.load();
+  REQUIRE_FALSE(loaded);
+  CHECK(loaded.error().code == ErrorCode::kCorrupt);
+  CHECK_THAT(loaded.error().message, Catch::Contains(store.dir().string()));
+}
+
 TEST_CASE("remote config store: files that do not belong together are refused, not used",
           "[unit]") {
   TempDir dir;
@@ -57,17 +65,20 @@ TEST_CASE("remote config store: files that do not belong together are refused, n
 
   SECTION("the text changed after the hash was written (an interrupted save)") {
     writeFile(dir.path() / "remote_config.yaml", "log: {level: debug}\n");
+    checkRefused(store);
   }
   SECTION("the hash file is garbage") {
     writeFile(dir.path() / "remote_config.hash", "not hex at all\n");
+    checkRefused(store);
   }
-  SECTION("the hash file is empty") { writeFile(dir.path() / "remote_config.hash", ""); }
-  SECTION("the text is missing") { std::filesystem::remove(dir.path() / "remote_config.yaml"); }
-
-  const auto loaded = store.load();
-  REQUIRE_FALSE(loaded);
-  CHECK(loaded.error().code == ErrorCode::kCorrupt);
-  CHECK_THAT(loaded.error().message, Catch::Contains(dir.path().string()));
+  SECTION("the hash file is empty") {
+    writeFile(dir.path() / "remote_config.hash", "");
+    checkRefused(store);
+  }
+  SECTION("the text is missing") {
+    std::filesystem::remove(dir.path() / "remote_config.yaml");
+    checkRefused(store);
+  }
 }
 
 TEST_CASE("remote config store: an oversized file is refused", "[unit]") {
