@@ -20,6 +20,8 @@ if [[ ! -f $build_dir/compile_commands.json ]]; then
   echo "lint: $build_dir/compile_commands.json missing; configure first" >&2
   exit 1
 fi
+# Sources include headers protoc generates at build time: make them first.
+cmake --build "$build_dir" --target cistern_transport_proto cistern_heartbeat_proto >/dev/null
 mapfile -t units < <(printf '%s\n' "${sources[@]}" | grep '\.cpp$')
 echo "lint: clang-tidy on ${#units[@]} translation units"
 # run-clang-tidy runs one process per core and exits non-zero on any finding.
