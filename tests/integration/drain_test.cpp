@@ -284,6 +284,8 @@ std::string agentYaml(const TempDir& dir, const fs::path& log, const std::string
   return fmt::format(R"(agent:
   id: sensor-9
   data_dir: {}
+status:
+  listen: ""
 buffer:
   max_size: 64MiB
   commit_interval: 5ms
