@@ -1160,10 +1160,8 @@ TEST_CASE("/metrics during a run parses and matches cistern buffer inspect after
                << last.sampleCount() << " samples");
 }
 
-// Known bug, [!mayfail] until fixed: a remote config's `log.level` is applied to the runtime's
-// config (reported APPLIED) but never to the loggers; run_command.cpp sets the level only after a
-// SIGHUP reload, so the remote level takes effect at the next SIGHUP. Remove the tag with the fix.
-TEST_CASE("a remote config's log level takes effect", "[integration][!mayfail]") {
+// A remote config's `log.level` reaches the loggers, not only the runtime's config.
+TEST_CASE("a remote config's log level takes effect", "[integration]") {
   OpampMock mock;
   REQUIRE_MOCK(mock);
   TempDir dir;

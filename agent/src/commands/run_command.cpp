@@ -111,14 +111,16 @@ int runCommand(const RunOptions& options, std::FILE* out, std::FILE* err) {
   while (signal_seen == 0) {
     timespec wait{0, 100'000'000};
     const int sig = sigtimedwait(&signals, nullptr, &wait);
+    bool reconfigured = false;
     if (sig == SIGHUP) {
-      if ((*control)->reload() && !options.verbose) {
-        spdlog::set_level(toSpdlog((*runtime)->config().log.level));
-      }
+      reconfigured = (*control)->reload();
     } else if (sig > 0) {
       signal_seen = sig;
     }
-    (*control)->poll();
+    reconfigured = (*control)->poll() || reconfigured;
+    if (reconfigured && !options.verbose) {
+      spdlog::set_level(toSpdlog((*runtime)->config().log.level));
+    }
     if (options.exit_when_done && (*runtime)->inputsFinished() && (*runtime)->delivered()) break;
     if (options.stats_interval.count() > 0 && Clock::now() - last_stats >= options.stats_interval) {
       (*runtime)->logStats();

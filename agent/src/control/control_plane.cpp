@@ -97,6 +97,7 @@ ControlPlane::~ControlPlane() { stop(); }
 
 Status ControlPlane::start(Runtime& runtime) {
   runtime_ = &runtime;
+  start_wall_ns_ = unixNanos() - static_cast<std::uint64_t>(runtime.uptime().count());
   for (const auto& note : start_notes_) agentLogger()->warn("{}", note);
   const Config& cfg = start_config_;
   if (cfg.opamp.endpoint.empty()) return ok();
@@ -135,13 +136,15 @@ void ControlPlane::report(const std::string& hash, RemoteConfigState state, std:
   if (client_) client_->reportRemoteConfig(hash, state, std::move(error));
 }
 
-void ControlPlane::poll() {
+bool ControlPlane::poll() {
   std::optional<heartbeat::RemoteConfig> offer;
   {
     std::lock_guard lk(mu_);
     offer.swap(pending_);
   }
-  if (offer) applyRemote(*offer);
+  if (!offer) return false;
+  applyRemote(*offer);
+  return true;
 }
 
 void ControlPlane::applyRemote(const heartbeat::RemoteConfig& offer) {
@@ -257,7 +260,7 @@ ComponentHealth ControlPlane::health() {
   top.status = overall.ok ? "running" : "degraded";
   if (!overall.ok) top.last_error = overall.reason;
   const auto now = unixNanos();
-  top.start_time_ns = now - static_cast<std::uint64_t>(runtime_->uptime().count());
+  top.start_time_ns = start_wall_ns_;
   top.status_time_ns = now;
 
   const auto stats = runtime_->ring().stats();

@@ -14,6 +14,7 @@
 // Runtime::apply needs for the outputs.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -57,7 +58,9 @@ class ControlPlane final : public heartbeat::OpampAgent {
   Status start(Runtime& runtime);
 
   // Applies the remote config the server sent, if one is waiting. Call often (the main loop).
-  void poll();
+  // Returns whether one was taken (applied or refused): the caller then sets what lives outside
+  // the runtime (the log level) from Runtime::config().
+  bool poll();
 
   // SIGHUP: the local file again, the applied remote config on top, validated and applied; the
   // running config stays on failure (logged). Changes to `opamp` and `status` are taken at the
@@ -91,6 +94,7 @@ class ControlPlane final : public heartbeat::OpampAgent {
   std::unique_ptr<heartbeat::OpampClient> client_;
   std::filesystem::path uid_file_;
   std::vector<std::string> start_notes_;  // what prepare() found, logged by start()
+  std::uint64_t start_wall_ns_ = 0;       // Unix ns when the runtime started (health)
 
   mutable std::mutex mu_;
   std::string local_text_;   // guarded by mu_: the local file's text
