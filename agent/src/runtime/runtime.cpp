@@ -227,8 +227,12 @@ Status Runtime::apply(const Config& next, const std::string& origin) {
 Status Runtime::applyInputs(const std::vector<InputConfig>& next, std::vector<Gap>& gaps) {
   auto log = agentLogger();
   std::vector<Input> old;
+  // Readers (status, metrics, heartbeats) see the inputs as they were until the new list is in
+  // place, not an empty list in between.
+  auto before = inputStates();
   {
     std::lock_guard lk(inputs_mu_);
+    frozen_inputs_ = std::move(before);
     old = std::move(inputs_);
     inputs_.clear();
   }
@@ -293,6 +297,7 @@ Status Runtime::applyInputs(const std::vector<InputConfig>& next, std::vector<Ga
     }
     std::lock_guard lk(inputs_mu_);
     inputs_ = std::move(result);
+    frozen_inputs_.reset();
     gaps_.insert(gaps_.end(), gaps.begin(), gaps.end());
     return ok();
   }
@@ -318,6 +323,7 @@ Status Runtime::applyInputs(const std::vector<InputConfig>& next, std::vector<Ga
   {
     std::lock_guard lk(inputs_mu_);
     inputs_ = std::move(result);
+    frozen_inputs_.reset();
   }
   std::string message;
   for (const auto& f : failures) message += (message.empty() ? "" : "\n") + f;
@@ -350,6 +356,7 @@ std::vector<transport::OutputStatus> Runtime::outputStatus() const {
 std::vector<Runtime::InputState> Runtime::inputStates() const {
   std::vector<InputState> out;
   std::lock_guard lk(inputs_mu_);
+  if (frozen_inputs_) return *frozen_inputs_;
   for (const auto& in : inputs_) {
     InputState s;
     s.name = in.source->name();

@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -131,6 +132,8 @@ class Runtime final : public StatusSource {
   mutable std::mutex inputs_mu_;  // the list; apply() changes it, status readers read it
   std::vector<Input> inputs_;
   std::vector<Gap> gaps_;  // guarded by inputs_mu_
+  // While applyInputs() rebuilds the list: what inputStates() answers. Guarded by inputs_mu_.
+  std::optional<std::vector<InputState>> frozen_inputs_;
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
   std::uint64_t reloads_ok_ = 0;      // guarded by config_mu_
   std::uint64_t reloads_failed_ = 0;  // guarded by config_mu_
