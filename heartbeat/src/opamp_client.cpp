@@ -473,6 +473,8 @@ class OpampClientImpl final : public OpampClient {
         heartbeatLogger()->warn("opamp: ignored a remote config without config_hash");
         return;
       case OpampSession::Offer::kSameAsLast:
+        heartbeatLogger()->debug("opamp: remote config {} is the one already handled; ignored",
+                                 hexBytes(config.hash));
         return;
       case OpampSession::Offer::kRefused:
         ++counters_[kRemoteConfigsReceived];
