@@ -68,6 +68,9 @@ class Rsyslog {
     const std::string log = (dir_ / "rsyslogd.out").string();
     const std::string conf = (dir_ / "rsyslog.conf").string();
     const std::string pidfile = (dir_ / "rsyslogd.pid").string();
+    // A pid file left by a killed rsyslogd must not make the next one refuse to start.
+    std::error_code ignored;
+    std::filesystem::remove(pidfile, ignored);
     pid_ = ::fork();
     if (pid_ < 0) return "fork failed";
     if (pid_ == 0) {
