@@ -369,7 +369,7 @@ std::vector<Metric> AgentStatus::metrics() const {
 }
 
 std::string AgentStatus::statusJson() const {
-  auto j = nlohmann::json::parse(runtime_.statusJson());
+  auto j = runtime_.statusObject();
   const auto status = control_.opamp();
   if (!status) {
     j["opamp"] = {{"enabled", false}};

@@ -43,6 +43,49 @@ nlohmann::json countersJson(const std::vector<Counter>& counters) {
   return j;
 }
 
+// Seconds since the oldest record in the ring was captured; 0 when the ring is empty.
+double oldestAgeSeconds(const buffer::RingStats& s) {
+  const auto now_ns =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  return s.oldest_ts != 0 && now_ns > s.oldest_ts ? static_cast<double>(now_ns - s.oldest_ts) / 1e9
+                                                  : 0.0;
+}
+
+// The buffer's figures as the status and the final report show them: buffer inspect's, and the
+// drops by cause.
+nlohmann::json bufferJson(const buffer::RingStats& s) {
+  nlohmann::json j = ringStatsJson(s);
+  j["refused_queue_full"] = s.refused_queue_full;
+  j["refused_invalid"] = s.refused_invalid;
+  j["dropped_map_full"] = s.dropped_map_full;
+  j["dropped_at_close"] = s.dropped_at_close;
+  j["corrupt_frames_seen"] = s.corrupt_frames_seen;
+  j["writer_blocked"] = s.writer_blocked;
+  return j;
+}
+
+// One output: its state and counters, and its consumer's figures in the ring.
+nlohmann::json outputJson(const transport::OutputStatus& o,
+                          const std::vector<buffer::ConsumerStats>& consumers) {
+  nlohmann::json entry = {{"name", o.name},
+                          {"type", o.type},
+                          {"state", o.state},
+                          {"endpoint", o.endpoint},
+                          {"last_error", o.last_error},
+                          {"counters", countersJson(o.counters)}};
+  for (const auto& c : consumers) {
+    if (c.name != o.name) continue;
+    entry["buffer"] = {{"pending_frames", c.pending_frames},
+                       {"pending_records", c.pending_records},
+                       {"acked_records", c.acked_records},
+                       {"evicted_records", c.evicted_records},
+                       {"corrupt_records", c.corrupt_records}};
+  }
+  return entry;
+}
+
 // Counters that only grow are Prometheus counters; the rest (in flight, state, rates, the
 // endpoint in use) are gauges.
 bool isGauge(const std::string& name) {
@@ -476,32 +519,8 @@ nlohmann::json Runtime::report() const {
                            {"counters", countersJson(in.counters)}});
   }
   j["outputs"] = nlohmann::json::array();
-  for (const auto& o : final_outputs_) {
-    nlohmann::json counters = nlohmann::json::object();
-    for (const auto& c : o.counters) counters[c.name] = c.value;
-    nlohmann::json entry = {{"name", o.name},
-                            {"type", o.type},
-                            {"state", o.state},
-                            {"endpoint", o.endpoint},
-                            {"last_error", o.last_error},
-                            {"counters", counters}};
-    for (const auto& c : final_consumers_) {
-      if (c.name != o.name) continue;
-      entry["buffer"] = {{"pending_frames", c.pending_frames},
-                         {"pending_records", c.pending_records},
-                         {"acked_records", c.acked_records},
-                         {"evicted_records", c.evicted_records},
-                         {"corrupt_records", c.corrupt_records}};
-    }
-    j["outputs"].push_back(std::move(entry));
-  }
-  const auto& s = final_stats_;
-  j["buffer"] = ringStatsJson(s);
-  j["buffer"]["refused_queue_full"] = s.refused_queue_full;
-  j["buffer"]["refused_invalid"] = s.refused_invalid;
-  j["buffer"]["dropped_map_full"] = s.dropped_map_full;
-  j["buffer"]["dropped_at_close"] = s.dropped_at_close;
-  j["buffer"]["corrupt_frames_seen"] = s.corrupt_frames_seen;
+  for (const auto& o : final_outputs_) j["outputs"].push_back(outputJson(o, final_consumers_));
+  j["buffer"] = bufferJson(final_stats_);
   j["reconfigurations"] = nlohmann::json::array();
   for (const auto& g : gaps()) {
     j["reconfigurations"].push_back(
@@ -548,41 +567,15 @@ nlohmann::json Runtime::statusObject() const {
     consumers = final_consumers_;
     stats = final_stats_;
   }
-  const std::uint64_t now_ns =
-      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                     std::chrono::system_clock::now().time_since_epoch())
-                                     .count());
   j["outputs"] = nlohmann::json::array();
-  for (const auto& o : outputStatus()) {
-    nlohmann::json entry = {{"name", o.name},
-                            {"type", o.type},
-                            {"state", o.state},
-                            {"endpoint", o.endpoint},
-                            {"last_error", o.last_error},
-                            {"counters", countersJson(o.counters)}};
-    for (const auto& c : consumers) {
-      if (c.name != o.name) continue;
-      entry["buffer"] = {{"pending_frames", c.pending_frames},
-                         {"pending_records", c.pending_records},
-                         {"acked_records", c.acked_records},
-                         {"evicted_records", c.evicted_records},
-                         {"corrupt_records", c.corrupt_records}};
-    }
-    j["outputs"].push_back(std::move(entry));
-  }
-  j["buffer"] = ringStatsJson(stats);
-  j["buffer"]["oldest_age_s"] = stats.oldest_ts != 0 && now_ns > stats.oldest_ts
-                                    ? static_cast<double>(now_ns - stats.oldest_ts) / 1e9
-                                    : 0.0;
+  for (const auto& o : outputStatus()) j["outputs"].push_back(outputJson(o, consumers));
+  j["buffer"] = bufferJson(stats);
+  j["buffer"]["oldest_age_s"] = oldestAgeSeconds(stats);
   if (stats.oldest_ts != 0) {
     j["buffer"]["oldest_time"] = formatTimestamp(static_cast<std::int64_t>(stats.oldest_ts));
   }
   const auto h = health();
   j["health"] = {{"ok", h.ok}, {"reason", h.reason}};
-  j["buffer"]["refused_queue_full"] = stats.refused_queue_full;
-  j["buffer"]["dropped_map_full"] = stats.dropped_map_full;
-  j["buffer"]["corrupt_frames_seen"] = stats.corrupt_frames_seen;
-  j["buffer"]["writer_blocked"] = stats.writer_blocked;
   return j;
 }
 
@@ -687,13 +680,7 @@ std::vector<Metric> Runtime::metrics() const {
             static_cast<double>(s.dropped_map_full));
     counter("corrupt_frames", "Frames that failed their checksum when read",
             static_cast<double>(s.corrupt_frames_seen));
-    const std::uint64_t now_ns =
-        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                       std::chrono::system_clock::now().time_since_epoch())
-                                       .count());
-    gauge("oldest_age_seconds", "Age of the oldest record in the buffer",
-          s.oldest_ts != 0 && now_ns > s.oldest_ts ? static_cast<double>(now_ns - s.oldest_ts) / 1e9
-                                                   : 0.0);
+    gauge("oldest_age_seconds", "Age of the oldest record in the buffer", oldestAgeSeconds(s));
     for (const auto& c : ring_->consumerStats()) {
       const auto consumer = [&](const char* name, const char* help, const char* type, double v) {
         add({std::string("cistern_buffer_consumer_") + name,

@@ -92,6 +92,8 @@ class Runtime final : public StatusSource {
   // --- StatusSource ---
   [[nodiscard]] std::vector<Metric> metrics() const override;
   [[nodiscard]] std::string statusJson() const override;
+  // What statusJson() serializes, for callers that add to it (the control plane's OpAMP state).
+  [[nodiscard]] nlohmann::json statusObject() const;
   [[nodiscard]] Health health() const override;
 
   // The parts, for the OpAMP bridge and the commands.
@@ -121,7 +123,6 @@ class Runtime final : public StatusSource {
   Status startOutputsAndInputs();
   Status applyInputs(const std::vector<InputConfig>& next, std::vector<Gap>& gaps);
   transport::Transport::CursorFor cursorFor();
-  nlohmann::json statusObject() const;
 
   Options options_;
   mutable std::mutex config_mu_;
