@@ -322,6 +322,13 @@ outputs:
                      s.interval, s.max_interval, s.rate, s.ramp);
 }
 
+// nginx in front of the mock: the receiver the agent sends to (timing log, 429 prelude).
+NginxOptions frontOf(const OtlpMock& mock) {
+  NginxOptions options;
+  options.upstream = mock.url().substr(std::string("http://").size());
+  return options;
+}
+
 nlohmann::json outputOf(const nlohmann::json& report) {
   auto out = AgentProcess::output(report, "processor");
   REQUIRE(out.is_object());
@@ -346,8 +353,7 @@ TEST_CASE(
   constexpr double kInterval = 2;
   OtlpMock mock;
   REQUIRE(mock.error().empty());
-  NginxOptions options;
-  options.upstream = mock.url().substr(std::string("http://").size());
+  NginxOptions options = frontOf(mock);
   Nginx nginx(options);
   REQUIRE(nginx.start().empty());
   OtlpArrivals arrivals(mock);
@@ -513,8 +519,7 @@ TEST_CASE(
   REQUIRE(mock.error().empty());
   TempDir dir;
   const fs::path refuse = dir / "refuse";
-  NginxOptions options;
-  options.upstream = mock.url().substr(std::string("http://").size());
+  NginxOptions options = frontOf(mock);
   options.logs_prelude =
       fmt::format("if (-f {}) {{ add_header Retry-After 2 always; return 429; }}", refuse.string());
   Nginx nginx(options);
@@ -638,8 +643,7 @@ TEST_CASE(
   constexpr std::uint64_t kRssBound = 64ULL << 20U;
   OtlpMock mock;
   REQUIRE(mock.error().empty());
-  NginxOptions options;
-  options.upstream = mock.url().substr(std::string("http://").size());
+  NginxOptions options = frontOf(mock);
   Nginx nginx(options);
   REQUIRE(nginx.start().empty());
   OtlpArrivals arrivals(mock);
