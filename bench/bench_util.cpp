@@ -1,6 +1,7 @@
 #include "bench_util.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -36,6 +37,16 @@ std::uint64_t statusKib(const std::string& path, std::string_view field) {
 }
 
 }  // namespace
+
+bool resetPeakRss() {
+  ::malloc_trim(0);
+  // "5" resets VmHWM to the current resident size (proc(5), /proc/PID/clear_refs).
+  const int fd = ::open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool done = ::write(fd, "5", 1) == 1;
+  ::close(fd);
+  return done;
+}
 
 std::map<std::string, std::uint64_t> counterMap(const capture::Source& source) {
   std::map<std::string, std::uint64_t> m;

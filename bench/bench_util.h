@@ -73,6 +73,12 @@ class MemorySampler {
 
   double peakAnonMb() const { return static_cast<double>(peak_anon_.load()) / 1e6; }
   double peakFileMb() const { return static_cast<double>(peak_file_.load()) / 1e6; }
+  // Starts the peaks again from the current figures (one run of several in one process).
+  void reset() {
+    const auto m = platform::memoryUsage();
+    peak_anon_ = m.rss_anon_bytes;
+    peak_file_ = m.rss_file_bytes;
+  }
 
  private:
   void run() {
@@ -99,6 +105,12 @@ Status writeAll(int fd, std::span<const char> data, const std::filesystem::path&
 // Returns the bytes read. Errors: kIo.
 Result<std::uint64_t> readChunks(const std::filesystem::path& path, std::size_t chunk,
                                  const std::function<void(std::span<const char>)>& consume);
+
+// Starts a run's memory figures afresh in a process that ran others before: returns the heap the
+// earlier runs freed to the system (malloc_trim) and resets the kernel's peak resident size
+// (VmHWM) to the current one. Returns false when the kernel refused the reset (then VmHWM still
+// covers the earlier runs).
+bool resetPeakRss();
 
 // CPU seconds (user + system) this process used so far, all threads.
 double processCpuSeconds();

@@ -53,6 +53,9 @@ struct RunResult {
   std::uint64_t commits = 0;
   std::uint64_t file_bytes = 0;
   std::uint64_t records_read = 0;
+  double peak_rss_mb = 0;  // this run's: VmHWM reset when it started
+  double peak_rss_anon_mb = 0;
+  double peak_rss_file_mb = 0;
 };
 
 bool g_phases = false;
@@ -265,6 +268,7 @@ Result<RunResult> runOnce(const BufferBenchOptions& o, int run) {
 int runBufferBench(const BufferBenchOptions& o) {
   g_phases = o.phases;
   MemorySampler sampler;
+  bool peak_per_run = true;
   fmt::print(
       "buffer bench: records={} record_size={} sync={} consumers={} codec={} runs={} "
       "dir={}\n",
@@ -272,20 +276,29 @@ int runBufferBench(const BufferBenchOptions& o) {
       o.codec == buffer::Codec::kZstd ? "zstd" : "none", o.repeat, o.dir.string());
   std::vector<RunResult> runs;
   for (int i = 0; i < o.repeat; ++i) {
+    // Each run's peak memory on its own: the bound is the median of the runs, and a run
+    // must not be charged with heap an earlier run left behind.
+    peak_per_run = resetPeakRss() && peak_per_run;
+    sampler.reset();
     auto r = runOnce(o, i);
     if (!r) {
       fmt::print(stderr, "buffer bench failed: {}\n", r.error().describe());
       return 1;
     }
+    r->peak_rss_mb = static_cast<double>(platform::memoryUsage().peak_rss_bytes) / 1e6;
+    r->peak_rss_anon_mb = sampler.peakAnonMb();
+    r->peak_rss_file_mb = sampler.peakFileMb();
     fmt::print(
         "run {}: write {:.0f} rec/s {:.1f} MB/s | raw disk {:.1f} MB/s (ratio {:.2f}), synced "
         "every commit {:.1f} MB/s (ratio {:.2f}) | read {:.0f} rec/s | commits {} p50 {:.2f} ms "
-        "(sync {:.2f} ms) p99 {:.2f} ms | reopen+first read {:.2f} ms | file {}\n",
+        "(sync {:.2f} ms) p99 {:.2f} ms | reopen+first read {:.2f} ms | file {} | peak rss {:.1f} "
+        "MB "
+        "(anon {:.1f}, file {:.1f})\n",
         i, r->write_records_per_s, r->write_mb_per_s, r->raw_disk_mb_per_s,
         r->write_mb_per_s / r->raw_disk_mb_per_s, r->raw_synced_mb_per_s,
         r->write_mb_per_s / r->raw_synced_mb_per_s, r->read_records_per_s, r->commits,
         r->commit_p50_ms, r->sync_p50_ms, r->commit_p99_ms, r->reopen_first_read_ms,
-        formatSize(r->file_bytes));
+        formatSize(r->file_bytes), r->peak_rss_mb, r->peak_rss_anon_mb, r->peak_rss_file_mb);
     runs.push_back(*r);
   }
   auto med = [&](auto field) {
@@ -294,7 +307,6 @@ int runBufferBench(const BufferBenchOptions& o) {
     for (const auto& r : runs) v.push_back(field(r));
     return percentile(v, 50);
   };
-  const auto mem = platform::memoryUsage();
   nlohmann::json j;
   j["bench"] = "buffer";
   j["records"] = o.records;
@@ -315,9 +327,16 @@ int runBufferBench(const BufferBenchOptions& o) {
       med([](const RunResult& r) { return r.write_mb_per_s / r.raw_synced_mb_per_s; });
   j["reopen_first_read_ms"] = med([](const RunResult& r) { return r.reopen_first_read_ms; });
   j["file_mb"] = med([](const RunResult& r) { return static_cast<double>(r.file_bytes) / 1e6; });
-  j["peak_rss_mb"] = static_cast<double>(mem.peak_rss_bytes) / 1e6;
-  j["peak_rss_anon_mb"] = sampler.peakAnonMb();
-  j["peak_rss_file_mb"] = sampler.peakFileMb();
+  // Medians of the runs' peaks; the largest run's peak beside them. Without a per-run reset
+  // (peak_rss_per_run false) every run's figure includes the runs before it.
+  j["peak_rss_mb"] = med([](const RunResult& r) { return r.peak_rss_mb; });
+  j["peak_rss_anon_mb"] = med([](const RunResult& r) { return r.peak_rss_anon_mb; });
+  j["peak_rss_file_mb"] = med([](const RunResult& r) { return r.peak_rss_file_mb; });
+  j["peak_rss_max_mb"] =
+      std::max_element(runs.begin(), runs.end(), [](const RunResult& a, const RunResult& b) {
+        return a.peak_rss_mb < b.peak_rss_mb;
+      })->peak_rss_mb;
+  j["peak_rss_per_run"] = peak_per_run;
   fmt::print("{}\n", j.dump());
   return 0;
 }
