@@ -18,6 +18,7 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include "cistern/core/bytes.h"
 #include "cistern/core/units.h"
 #include "lmdb_ring_impl.h"
 
@@ -369,6 +370,87 @@ Status LmdbRing::close(std::chrono::milliseconds timeout) {
   return ok();
 }
 
+namespace {
+
+Status checkState(std::span<const StateWrite> state, std::uint64_t& need) {
+  for (const auto& s : state) {
+    if (s.key.empty() || s.key.size() > kMaxStateKeyBytes) {
+      return fail(ErrorCode::kInvalidArgument, "state key must be 1..511 bytes");
+    }
+    need += s.key.size() + s.value.size();
+  }
+  return ok();
+}
+
+}  // namespace
+
+Result<Ticket> LmdbRing::Impl::admit(std::unique_lock<std::mutex>& lk, std::uint64_t need,
+                                     std::size_t records, Wait wait) {
+  if (closing) return fail(ErrorCode::kClosed, "buffer is closing");
+  // A batch larger than the whole queue is let in when the queue is empty, or it never would be.
+  auto has_room = [&] { return queued_bytes + need <= opt.ingest_max_bytes || queued_bytes == 0; };
+  if (!has_room()) {
+    if (wait == Wait::kNo) {
+      refused_queue_full += records;
+      return fail(ErrorCode::kFull, "buffer ingest queue is full", true);
+    }
+    space_cv.wait(lk, [&] { return closing || has_room(); });
+    if (closing) return fail(ErrorCode::kClosed, "buffer is closing");
+  }
+  return ++next_ticket;
+}
+
+void LmdbRing::Impl::makeRoom(std::size_t pending, std::uint32_t pending_count, std::size_t size,
+                              Placing& p) {
+  const PendingFrame& f = open_frame;
+  if (f.body.record_count + pending_count > 0 &&
+      f.body.bodyBytes() + pending + size > opt.frame_max_bytes) {
+    sealOpenFrame(true);
+    // An append that writes state must commit whole: its frames after the first are joined to
+    // the one before.
+    open_frame.joined = p.stateful && p.wrote;
+  }
+  p.wrote = true;
+}
+
+std::byte* LmdbRing::Impl::placeRecords(std::size_t size, std::uint32_t count, std::uint64_t min_ts,
+                                        std::uint64_t max_ts, Placing& p) {
+  PendingFrame& f = open_frame;
+  if (f.body.bytes.capacity() == 0) {
+    if (!pool.empty()) {
+      f.body.bytes = std::move(pool.back());
+      pool.pop_back();
+    }
+    f.body.bytes.reserve(kFrameHeaderBytes + std::max<std::size_t>(opt.frame_max_bytes, size));
+  }
+  f.body.record_count += count;
+  f.body.first_ts = std::min(f.body.first_ts, min_ts);
+  f.body.last_ts = std::max(f.body.last_ts, max_ts);
+  f.queued_bytes += size;
+  if (f.first_ticket == 0) f.first_ticket = p.ticket;
+  f.last_ticket = p.ticket;
+  return f.body.appendRecord(size);
+}
+
+void LmdbRing::Impl::finishAppend(std::unique_lock<std::mutex>& lk,
+                                  std::span<const StateWrite> state, std::uint64_t need,
+                                  const Placing& p) {
+  PendingFrame& f = open_frame;
+  for (const auto& s : state) {
+    f.state.push_back(s);
+    f.queued_bytes += s.key.size() + s.value.size();
+  }
+  if (f.first_ticket == 0) f.first_ticket = p.ticket;
+  f.last_ticket = p.ticket;
+  // The last frame of an append with state is sealed, so that the next append starts a fresh one.
+  if (p.stateful) sealOpenFrame(true);
+  queued_bytes += need;
+  if (!oldest_pending) oldest_pending = std::chrono::steady_clock::now();
+  const bool wake = opt.sync == SyncMode::kAlways || !sealed.empty();
+  lk.unlock();
+  if (wake) writer_cv.notify_one();
+}
+
 Result<Ticket> LmdbRing::append(std::span<const RecordInput> records,
                                 std::span<const StateWrite> state, Wait wait) {
   Impl& d = *impl_;
@@ -384,72 +466,71 @@ Result<Ticket> LmdbRing::append(std::span<const RecordInput> records,
     }
     need += encodedRecordSize(records[i]);
   }
-  for (const auto& s : state) {
-    if (s.key.empty() || s.key.size() > kMaxStateKeyBytes) {
-      return fail(ErrorCode::kInvalidArgument, "state key must be 1..511 bytes");
-    }
-    need += s.key.size() + s.value.size();
-  }
+  if (auto st = checkState(state, need); !st) return tl::unexpected(st.error());
   if (invalid) d.refused_invalid += records.size() - valid;
 
   std::unique_lock lk(d.mu);
-  if (d.closing) return fail(ErrorCode::kClosed, "buffer is closing");
-  // A batch larger than the whole queue is let in when the queue is empty, or it never would be.
-  auto has_room = [&] {
-    return d.queued_bytes + need <= d.opt.ingest_max_bytes || d.queued_bytes == 0;
-  };
-  if (!has_room()) {
-    if (wait == Wait::kNo) {
-      d.refused_queue_full += valid;
-      return fail(ErrorCode::kFull, "buffer ingest queue is full", true);
-    }
-    d.space_cv.wait(lk, [&] { return d.closing || has_room(); });
-    if (d.closing) return fail(ErrorCode::kClosed, "buffer is closing");
-  }
-  const Ticket ticket = ++d.next_ticket;
-  const auto now = std::chrono::steady_clock::now();
-  // An append that writes state must commit whole: its frames after the first are joined to
-  // the one before, and its last frame is sealed so that the next append starts a fresh one.
-  const bool stateful = !state.empty();
-  PendingFrame& f = d.open_frame;  // sealing moves its contents out and leaves it empty
-  bool wrote = false;
+  auto ticket = d.admit(lk, need, valid, wait);
+  if (!ticket) return tl::unexpected(ticket.error());
+  Impl::Placing p{*ticket, !state.empty(), false};
   for (std::size_t i = 0; i < valid; ++i) {
     const RecordInput& r = records[i];
     const std::size_t size = encodedRecordSize(r);
-    if (f.body.record_count > 0 && f.body.bodyBytes() + size > d.opt.frame_max_bytes) {
-      d.sealOpenFrame(true);
-      f.joined = stateful && wrote;
-    }
-    wrote = true;
-    if (f.body.bytes.capacity() == 0) {
-      if (!d.pool.empty()) {
-        f.body.bytes = std::move(d.pool.back());
-        d.pool.pop_back();
-      }
-      f.body.bytes.reserve(kFrameHeaderBytes + std::max<std::size_t>(d.opt.frame_max_bytes, size));
-    }
-    encodeRecord(r, f.body.appendRecord(size));
-    ++f.body.record_count;
-    f.body.first_ts = std::min(f.body.first_ts, r.timestamp_ns);
-    f.body.last_ts = std::max(f.body.last_ts, r.timestamp_ns);
-    f.queued_bytes += size;
-    if (f.first_ticket == 0) f.first_ticket = ticket;
-    f.last_ticket = ticket;
+    d.makeRoom(0, 0, size, p);
+    encodeRecord(r, d.placeRecords(size, 1, r.timestamp_ns, r.timestamp_ns, p));
   }
-  for (const auto& s : state) {
-    f.state.push_back(s);
-    f.queued_bytes += s.key.size() + s.value.size();
-  }
-  if (f.first_ticket == 0) f.first_ticket = ticket;
-  f.last_ticket = ticket;
-  if (stateful) d.sealOpenFrame(true);
-  d.queued_bytes += need;
-  if (!d.oldest_pending) d.oldest_pending = now;
-  const bool wake = d.opt.sync == SyncMode::kAlways || !d.sealed.empty();
-  lk.unlock();
-  if (wake) d.writer_cv.notify_one();
+  d.finishAppend(lk, state, need, p);
   if (invalid) return tl::unexpected(*invalid);
-  return ticket;
+  return *ticket;
+}
+
+// The batch's records are encoded and valid already: they are copied into the open frames in
+// runs, one memcpy per frame, reading from each record only its length and timestamp.
+Result<Ticket> LmdbRing::appendBatch(RecordBatch& batch, std::span<const StateWrite> state,
+                                     Wait wait) {
+  Impl& d = *impl_;
+  if (d.opt.read_only) return fail(ErrorCode::kInvalidArgument, "buffer opened read-only");
+  const std::span<const std::byte> src = batch.encoded();
+  std::uint64_t need = src.size();
+  if (auto st = checkState(state, need); !st) return tl::unexpected(st.error());
+
+  std::unique_lock lk(d.mu);
+  auto ticket = d.admit(lk, need, batch.size(), wait);
+  if (!ticket) return tl::unexpected(ticket.error());
+  Impl::Placing p{*ticket, !state.empty(), false};
+  std::size_t run_at = 0;
+  std::size_t run_bytes = 0;
+  std::uint32_t run_count = 0;
+  std::uint64_t run_min = UINT64_MAX;
+  std::uint64_t run_max = 0;
+  auto placeRun = [&] {
+    if (run_count == 0) return;
+    std::memcpy(d.placeRecords(run_bytes, run_count, run_min, run_max, p), src.data() + run_at,
+                run_bytes);
+    run_at += run_bytes;
+    run_bytes = 0;
+    run_count = 0;
+    run_min = UINT64_MAX;
+    run_max = 0;
+  };
+  for (std::size_t at = 0; at < src.size();) {
+    const std::byte* rec = src.data() + at;
+    const std::size_t size = bytes::loadLe<std::uint32_t>(rec) + std::size_t{4};
+    const auto ts = bytes::loadLe<std::uint64_t>(rec + 8);
+    if (d.open_frame.body.record_count + run_count > 0 &&
+        d.open_frame.body.bodyBytes() + run_bytes + size > d.opt.frame_max_bytes) {
+      placeRun();
+    }
+    d.makeRoom(run_bytes, run_count, size, p);
+    run_bytes += size;
+    ++run_count;
+    run_min = std::min(run_min, ts);
+    run_max = std::max(run_max, ts);
+    at += size;
+  }
+  placeRun();
+  d.finishAppend(lk, state, need, p);
+  return *ticket;
 }
 
 Status LmdbRing::waitCommitted(Ticket ticket, std::chrono::milliseconds timeout) {

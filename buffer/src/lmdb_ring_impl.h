@@ -255,6 +255,28 @@ struct LmdbRing::Impl {
   // (header, checksum) when the ring has no codec. Under mu.
   void sealOpenFrame(bool finish);
 
+  // One append's progress while it places records, under mu.
+  struct Placing {
+    Ticket ticket = 0;
+    bool stateful = false;  // frames after the first are joined to the one before
+    bool wrote = false;     // some record of this append is placed already
+  };
+  // Takes `need` bytes of the ingest queue for an append of `records` records, waiting with
+  // Wait::kYes; returns the append's ticket. kFull (counted in refused_queue_full) or kClosed.
+  Result<Ticket> admit(std::unique_lock<std::mutex>& lk, std::uint64_t need, std::size_t records,
+                       Wait wait);
+  // Seals the open frame first when `size` more bytes of records would not fit it (a frame takes
+  // at least one record, however large).
+  void makeRoom(std::size_t pending, std::uint32_t pending_count, std::size_t size, Placing& p);
+  // Adds `size` bytes for `count` records with timestamps within [min_ts, max_ts] to the open
+  // frame and returns where the caller writes them.
+  std::byte* placeRecords(std::size_t size, std::uint32_t count, std::uint64_t min_ts,
+                          std::uint64_t max_ts, Placing& p);
+  // Queues `state` with the append's last frame, accounts `need` bytes and wakes the writer.
+  // Unlocks `lk`.
+  void finishAppend(std::unique_lock<std::mutex>& lk, std::span<const StateWrite> state,
+                    std::uint64_t need, const Placing& p);
+
   // Writer thread only.
   RingMeta meta;
   std::deque<PendingFrame> work;  // taken from the queue, not yet committed

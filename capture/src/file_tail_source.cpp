@@ -162,7 +162,7 @@ struct TailFile {
 // The lines of one file collected for one append, in a RecordBatch.
 class Batch final : public tail::LineHandler {
  public:
-  explicit Batch(std::string_view input) : input_(input) {}
+  explicit Batch(std::string input) : records_(RecordKind::kLogLine, std::move(input)) {}
 
   void begin(const std::string* path, std::uint64_t timestamp_ns) {
     path_ = path;
@@ -171,9 +171,14 @@ class Batch final : public tail::LineHandler {
 
   void line(std::uint64_t offset, std::uint8_t flags, std::string_view content) override {
     encodeLogLineMeta(LogLineMeta{flags, offset, *path_}, meta_scratch_);
-    records_.add(timestamp_ns_, meta_scratch_,
-                 std::span<const std::byte>(reinterpret_cast<const std::byte*>(content.data()),
-                                            content.size()));
+    // Refused only for a bad input name or a line over the record limit, which the config's
+    // bounds rule out; counted all the same, as lines read and not stored.
+    if (!records_.add(timestamp_ns_, meta_scratch_,
+                      std::span<const std::byte>(reinterpret_cast<const std::byte*>(content.data()),
+                                                 content.size()))) {
+      ++refused_;
+      ++refused_total_;
+    }
   }
 
   [[nodiscard]] bool full() const override {
@@ -181,16 +186,21 @@ class Batch final : public tail::LineHandler {
   }
   [[nodiscard]] bool empty() const { return records_.empty(); }
   [[nodiscard]] std::size_t size() const { return records_.size(); }
+  // Lines handed to line() since the batch was created, stored in it or refused.
+  [[nodiscard]] std::uint64_t lines() const { return records_.size() + refused_total_; }
 
-  std::span<const RecordInput> records() { return records_.records(input_); }
+  RecordBatch& records() { return records_; }
+  // Lines add() refused since the last call.
+  std::uint64_t takeRefused() { return std::exchange(refused_, 0); }
   void clear() { records_.clear(); }
 
  private:
-  std::string_view input_;
+  std::uint64_t refused_ = 0;
+  std::uint64_t refused_total_ = 0;
   const std::string* path_ = nullptr;
   std::uint64_t timestamp_ns_ = 0;
   std::vector<std::byte> meta_scratch_;
-  RecordBatch records_{RecordKind::kLogLine};
+  RecordBatch records_;
 };
 
 struct Counters {
@@ -622,9 +632,9 @@ bool FileTailSource::readFile(TailFile& f) {
     std::string_view data(read_buf_.data(), got);
     batch_.begin(&f.path, platform::SystemClock::instance().wallNanos());
     while (!data.empty()) {
-      const std::size_t before = batch_.size();
+      const std::uint64_t before = batch_.lines();
       data.remove_prefix(f.scanner.feed(data, batch_));
-      counters_.lines_read.fetch_add(batch_.size() - before);
+      counters_.lines_read.fetch_add(batch_.lines() - before);
       if (batch_.full() && !appendBatch(f)) return false;
     }
   }
@@ -645,7 +655,10 @@ bool FileTailSource::appendBatch(TailFile& f, bool tombstone) {
   const std::vector<StateWrite> state{
       {f.key, tombstone ? std::string() : tail::encodeState(savedOf(f))}};
   const auto n = batch_.size();
-  auto ticket = sink_.append(batch_.records(), state, Wait::kYes);
+  if (const auto refused = batch_.takeRefused(); refused > 0) {
+    log_->error("input={} path={} event=lines_refused count={}", options_.name, f.path, refused);
+  }
+  auto ticket = sink_.appendBatch(batch_.records(), state, Wait::kYes);
   batch_.clear();
   if (!ticket) {
     noteSinkError(ticket.error());
@@ -687,8 +700,9 @@ void FileTailSource::finishRotated(TailFile& f, SteadyClock::time_point now) {
   if (f.scanner.readPosition() < f.seen_size || now - f.last_growth < rotate_wait_) return;
   if (!f.finished) {
     batch_.begin(&f.path, platform::SystemClock::instance().wallNanos());
+    const std::uint64_t before = batch_.lines();
     if (f.scanner.finish(batch_)) {
-      counters_.lines_read.fetch_add(batch_.size());
+      counters_.lines_read.fetch_add(batch_.lines() - before);
       if (!appendBatch(f)) return;
     }
     f.finished = true;

@@ -261,8 +261,17 @@ class PcapSource final : public Source {
       encodePacketMeta(PacketMeta{link_type_, original}, meta_scratch_);
       meta_original_ = original;
     }
-    batch_.add(ts, meta_scratch_,
-               std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes), caplen));
+    if (!batch_.add(ts, meta_scratch_,
+                    std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes), caplen)))
+        [[unlikely]] {
+      // Only a bad input name can refuse a packet (the snaplen caps the rest): counted as
+      // captured and dropped in the agent.
+      std::lock_guard lk(counters_mu_);
+      ++totals_.captured;
+      if (!live_) ++totals_.received;
+      ++totals_.dropped_agent;
+      return;
+    }
     if (batch_.size() >= kBatchPackets || batch_.bytes() >= kBatchBytes) flush();
   }
 
@@ -296,7 +305,7 @@ class PcapSource final : public Source {
     if (batch_.empty()) return;
     const auto n = static_cast<std::uint64_t>(batch_.size());
     const std::uint64_t payload = batch_.payloadBytes();
-    auto appended = sink_.append(batch_.records(options_.name), {}, waitMode());
+    auto appended = sink_.appendBatch(batch_, {}, waitMode());
     batch_.clear();
     {
       std::lock_guard lk(counters_mu_);
@@ -378,9 +387,9 @@ class PcapSource final : public Source {
   std::condition_variable sleep_cv_;
 
   // The capture thread's (and stop()'s once it has joined).
-  RecordBatch batch_{RecordKind::kPacket};  // libpcap reuses its buffers after the callback
-  std::vector<std::byte> meta_scratch_;     // PacketMeta of the last packet
-  std::uint32_t meta_original_ = 0;         // its original length
+  RecordBatch batch_{RecordKind::kPacket, options_.name};  // libpcap reuses its buffers
+  std::vector<std::byte> meta_scratch_;                    // PacketMeta of the last packet
+  std::uint32_t meta_original_ = 0;                        // its original length
   bool paced_ = false;
   Clock::time_point replay_start_;
   std::uint64_t first_ts_ = 0;

@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <atomic>
 #include <numeric>
+#include <random>
 #include <set>
 #include <thread>
 
 #include "../../unit/buffer/ring_test_util.h"
 #include "cistern/buffer/ring.h"
+#include "cistern/core/record_batch.h"
 #include "temp_dir.h"
 
 using namespace std::chrono_literals;
@@ -356,6 +358,79 @@ TEST_CASE("state writes commit with the records appended alongside", "[component
   CHECK(all[0].value == "offset=5");
   CHECK(all[1].value == "offset=9");
   CHECK(ring->stats().records == 1);
+}
+
+TEST_CASE("an encoded batch lands in the same frames as the same records appended one by one",
+          "[component]") {
+  TempDir one_dir;
+  TempDir batch_dir;
+  auto opts_one = smallRing(one_dir.path());
+  auto opts_batch = smallRing(batch_dir.path());
+  opts_one.frame_max_bytes = opts_batch.frame_max_bytes = 1024;
+  auto one = openRing(opts_one);
+  auto batched = openRing(opts_batch);
+  // Sizes around the frame limit, one record larger than a whole frame, timestamps out of order
+  // within an append; every third append writes state.
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<std::size_t> size_of(0, 400);
+  std::uniform_int_distribution<std::uint64_t> ts_of(1, 1'000'000);
+  for (std::size_t append = 0; append < 60; ++append) {
+    cistern::RecordBatch batch(cistern::RecordKind::kLogLine, "in");
+    const std::size_t count = append % 7;
+    std::vector<std::string> payloads;
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t size = append == 20 && i == 1 ? 3000 : size_of(rng);
+      payloads.emplace_back(size, static_cast<char>('a' + (append + i) % 26));
+    }
+    std::vector<cistern::RecordInput> records;
+    const std::vector<std::byte> meta{std::byte{static_cast<unsigned char>(append)}};
+    for (const auto& p : payloads) {
+      const std::uint64_t ts = ts_of(rng);
+      REQUIRE(batch.add(ts, meta, std::as_bytes(std::span(p))));
+      records.push_back(
+          {cistern::RecordKind::kLogLine, ts, "in", meta, std::as_bytes(std::span(p))});
+    }
+    std::vector<cistern::buffer::StateWrite> state;
+    if (append % 3 == 0)
+      state.push_back({"tail/" + std::to_string(append % 5), std::to_string(append)});
+    REQUIRE(one->append(records, state, Wait::kYes));
+    REQUIRE(batched->appendBatch(batch, state, Wait::kYes));
+  }
+  REQUIRE_OK(one->flush());
+  REQUIRE_OK(batched->flush());
+  CHECK(batched->stats().records == one->stats().records);
+  CHECK(batched->stats().frames == one->stats().frames);
+  CHECK(batched->stats().used_bytes == one->stats().used_bytes);
+  CHECK(batched->readStatePrefix("tail/").value().size() == 5);
+  const auto one_state = one->readStatePrefix("tail/").value();
+  for (const auto& w : one_state) {
+    CHECK(batched->readState(w.key).value() == std::optional<std::string>(w.value));
+  }
+  ReadBatch a;
+  ReadBatch b;
+  FrameId next_a = 0;
+  FrameId next_b = 0;
+  std::size_t frames = 0;
+  for (FrameId from_a = 1, from_b = 1;; from_a = next_a, from_b = next_b) {
+    const auto na = one->scan(from_a, a, {}, &next_a);
+    const auto nb = batched->scan(from_b, b, {}, &next_b);
+    REQUIRE(na);
+    REQUIRE(nb);
+    REQUIRE(*na == *nb);
+    if (*na == 0) break;
+    for (std::size_t i = 0; i < a.frames().size(); ++i) {
+      const auto& fa = a.frames()[i];
+      const auto& fb = b.frames()[i];
+      CHECK(fa.id == fb.id);
+      CHECK(fa.record_count == fb.record_count);
+      CHECK(fa.first_ts == fb.first_ts);
+      CHECK(fa.last_ts == fb.last_ts);
+      CHECK(std::equal(fa.body.begin(), fa.body.end(), fb.body.begin(), fb.body.end()));
+      ++frames;
+    }
+  }
+  CHECK(frames == one->stats().frames);
+  CHECK(frames > 20);  // the limit really split the appends
 }
 
 TEST_CASE("zstd frames round-trip and take less room", "[component]") {

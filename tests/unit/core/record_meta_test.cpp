@@ -77,28 +77,66 @@ TEST_CASE("damaged metadata is an error, never a crash", "[unit]") {
   CHECK_FALSE(decodeLogLineMeta(pkt));
 }
 
-TEST_CASE("a record batch copies what it is given and hands out views of the copies", "[unit]") {
-  RecordBatch batch(RecordKind::kPacket);
+TEST_CASE("a record batch encodes copies of what it is given", "[unit]") {
+  RecordBatch batch(RecordKind::kPacket, "in");
   std::vector<std::byte> meta{std::byte{1}, std::byte{2}};
   std::string payload = "abc";
-  batch.add(7, meta, std::as_bytes(std::span<const char>(payload.data(), payload.size())));
+  REQUIRE(batch.add(7, meta, std::as_bytes(std::span<const char>(payload.data(), payload.size()))));
   meta[0] = std::byte{9};  // the caller's buffers may be reused at once
   payload[0] = 'z';
-  batch.add(8, {}, {});
+  REQUIRE(batch.add(8, {}, {}));
   CHECK(batch.size() == 2);
   CHECK(batch.payloadBytes() == 3);
-  CHECK(batch.bytes() == 5);
-  const auto records = batch.records("in");
-  REQUIRE(records.size() == 2);
-  CHECK(records[0].kind == RecordKind::kPacket);
-  CHECK(records[0].timestamp_ns == 7);
-  CHECK(records[0].input == "in");
-  CHECK(records[0].meta[0] == std::byte{1});
-  CHECK(std::string(reinterpret_cast<const char*>(records[0].payload.data()),
-                    records[0].payload.size()) == "abc");
-  CHECK(records[1].meta.empty());
-  CHECK(records[1].payload.empty());
-  batch.clear();
-  CHECK(batch.empty());
-  CHECK(batch.records("in").empty());
+  // Two headers, the input name twice, the metadata and the payload.
+  CHECK(batch.bytes() == 2 * kRecordHeaderBytes + std::size_t{2 * 2 + 2 + 3});
+
+  SECTION("the encoded bytes are records as a frame body holds them") {
+    RecordReader reader(batch.encoded());
+    const RecordView* first = reader.next();
+    REQUIRE(first != nullptr);
+    CHECK(first->timestamp_ns == 7);
+    CHECK(first->input == "in");
+    CHECK(first->meta[0] == std::byte{1});
+    const RecordView* second = reader.next();
+    REQUIRE(second != nullptr);
+    CHECK(second->timestamp_ns == 8);
+    CHECK(reader.next() == nullptr);
+    CHECK_FALSE(reader.failed());
+  }
+  SECTION("records() hands out views of them") {
+    const auto records = batch.records();
+    REQUIRE(records.size() == 2);
+    CHECK(records[0].kind == RecordKind::kPacket);
+    CHECK(records[0].timestamp_ns == 7);
+    CHECK(records[0].input == "in");
+    CHECK(records[0].meta[0] == std::byte{1});
+    CHECK(std::string(reinterpret_cast<const char*>(records[0].payload.data()),
+                      records[0].payload.size()) == "abc");
+    CHECK(records[1].meta.empty());
+    CHECK(records[1].payload.empty());
+  }
+  SECTION("clear() empties it") {
+    batch.clear();
+    CHECK(batch.empty());
+    CHECK(batch.bytes() == 0);
+    CHECK(batch.records().empty());
+  }
+}
+
+TEST_CASE("a record batch refuses what a record cannot hold", "[unit]") {
+  SECTION("an input name out of bounds") {
+    RecordBatch unnamed(RecordKind::kPacket, "");
+    CHECK_FALSE(unnamed.add(1, {}, {}));
+    RecordBatch long_name(RecordKind::kPacket, std::string(kMaxInputNameBytes + 1, 'x'));
+    CHECK_FALSE(long_name.add(1, {}, {}));
+    CHECK(unnamed.empty());
+    CHECK(long_name.empty());
+  }
+  SECTION("metadata over 65535 bytes") {
+    RecordBatch batch(RecordKind::kPacket, "in");
+    const std::vector<std::byte> meta(kMaxRecordMetaBytes + 1);
+    CHECK_FALSE(batch.add(1, meta, {}));
+    CHECK(batch.empty());
+    CHECK(batch.bytes() == 0);
+  }
 }

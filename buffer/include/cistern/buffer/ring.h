@@ -169,6 +169,11 @@ class LmdbRing final : public RecordSink {
   Result<Ticket> append(std::span<const RecordInput> records,
                         std::span<const StateWrite> state = {}, Wait wait = Wait::kNo) override;
 
+  // The same for a batch of records encoded already (RecordBatch::add validated them): they are
+  // copied into frames in runs instead of one by one. Errors: kFull, kClosed.
+  Result<Ticket> appendBatch(RecordBatch& batch, std::span<const StateWrite> state = {},
+                             Wait wait = Wait::kNo) override;
+
   // Waits until the commit holding `ticket` is done. kTimeout, or kClosed if the ring closed
   // before (records then were committed or counted in dropped_at_close).
   Status waitCommitted(Ticket ticket, std::chrono::milliseconds timeout) override;

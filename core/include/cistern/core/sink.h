@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cistern/core/record.h"
+#include "cistern/core/record_batch.h"
 #include "cistern/core/result.h"
 
 namespace cistern {
@@ -42,6 +43,14 @@ class RecordSink {
   // validateRecord(); the valid ones before it were queued), kClosed.
   virtual Result<Ticket> append(std::span<const RecordInput> records,
                                 std::span<const StateWrite> state = {}, Wait wait = Wait::kNo) = 0;
+
+  // The same for a batch an input collected, whose records are already encoded: the ring copies
+  // them into its frames without validating and encoding them one by one. Same errors, except
+  // that a batch holds only valid records. The default hands batch.records() to append().
+  virtual Result<Ticket> appendBatch(RecordBatch& batch, std::span<const StateWrite> state = {},
+                                     Wait wait = Wait::kNo) {
+    return append(batch.records(), state, wait);
+  }
 
   // Waits until the append that returned `ticket` is durable (committed). kTimeout or kClosed.
   virtual Status waitCommitted(Ticket ticket, std::chrono::milliseconds timeout) = 0;
