@@ -78,7 +78,9 @@ std::string_view asText(std::span<const std::byte> b) {
 std::uint8_t textTag(std::string_view s) { return isValidUtf8(s) ? kAnyString : kAnyBytes; }
 
 // Computes the encoded size of what an emit function writes; the same emit function then
-// writes it with Writer, so sizes and bytes cannot disagree.
+// writes it with Writer, so sizes and bytes cannot disagree. string_value and bytes_value have
+// one-byte tags of the same wire type, so a size never depends on whether text is UTF-8: that is
+// decided (and counted) once, by Writer.
 class Sizer {
  public:
   void fixed64(std::uint8_t /*tag*/, std::uint64_t /*v*/) { n_ += 9; }
@@ -90,7 +92,6 @@ class Sizer {
   }
   // A KeyValue field with a string value, or a bytes value when `value` is not UTF-8.
   void attrText(std::uint8_t /*tag*/, std::string_view key, std::string_view value) {
-    if (textTag(value) == kAnyBytes) ++bytes_attributes_;
     n_ += lenFieldSize(keyValueSize(key, lenFieldSize(value.size())));
   }
   void attrInt(std::uint8_t /*tag*/, std::string_view key, std::int64_t v) {
@@ -101,11 +102,9 @@ class Sizer {
   }
 
   [[nodiscard]] std::size_t size() const { return n_; }
-  [[nodiscard]] std::uint64_t bytesAttributes() const { return bytes_attributes_; }
 
  private:
   std::size_t n_ = 0;
-  std::uint64_t bytes_attributes_ = 0;
 };
 
 // Writes into a buffer sized by Sizer.
@@ -133,7 +132,9 @@ class Writer {
   void attrText(std::uint8_t tag, std::string_view key, std::string_view value) {
     const std::size_t any = lenFieldSize(value.size());
     keyValue(tag, key, any);
-    string(textTag(value), value);
+    const std::uint8_t text_tag = textTag(value);
+    if (text_tag == kAnyBytes) ++bytes_attributes_;
+    string(text_tag, value);
   }
   void attrInt(std::uint8_t tag, std::string_view key, std::int64_t v) {
     keyValue(tag, key, anyIntSize(v));
@@ -151,6 +152,8 @@ class Writer {
   }
 
   [[nodiscard]] const char* pos() const { return p_; }
+  // Attribute values written as bytes_value because they were not UTF-8.
+  [[nodiscard]] std::uint64_t bytesAttributes() const { return bytes_attributes_; }
 
  private:
   void keyValue(std::uint8_t tag, std::string_view key, std::size_t any) {
@@ -173,6 +176,7 @@ class Writer {
   }
 
   char* p_;
+  std::uint64_t bytes_attributes_ = 0;
 };
 
 // A record's metadata, decoded. Decoded twice per record (once to size, once to write) rather
@@ -367,48 +371,57 @@ void emitScope(Out& out, const Identity& id) {
   if (!id.version.empty() && isValidUtf8(id.version)) out.string(kScopeVersion, id.version);
 }
 
-struct PlannedRecord {
-  std::uint32_t size = 0;  // of the LogRecord message
-  bool bytes_body = false;
+// Everything of a request before its LogRecords: the ResourceLogs and ScopeLogs headers, the
+// resource and the scope. `records_size` bytes of length-delimited LogRecords follow it; with
+// none there is no ScopeLogs at all.
+class Prefix {
+ public:
+  Prefix(const Identity& id, const FrameRange& frames) : id_(id), frames_(frames) {
+    emitResource(resource_, id, frames);
+    emitScope(scope_, id);
+  }
+
+  // The prefix's size in front of `records_size` bytes of records.
+  [[nodiscard]] std::size_t size(std::size_t records_size, bool with_records) const {
+    return lenFieldSize(resourceLogs(records_size, with_records)) - records_size;
+  }
+
+  // Writes the prefix at `out`, which has room for size(records_size, with_records) bytes.
+  void write(char* out, std::size_t records_size, bool with_records) const {
+    Writer w(out);
+    w.header(kRequestResourceLogs, resourceLogs(records_size, with_records));
+    w.header(kResourceLogsResource, resource_.size());
+    emitResource(w, id_, frames_);
+    if (with_records) {
+      w.header(kResourceLogsScopeLogs, scopeLogs(records_size));
+      w.header(kScopeLogsScope, scope_.size());
+      emitScope(w, id_);
+    }
+    assert(w.pos() == out + size(records_size, with_records));
+  }
+
+ private:
+  [[nodiscard]] std::size_t scopeLogs(std::size_t records_size) const {
+    return lenFieldSize(scope_.size()) + records_size;
+  }
+  [[nodiscard]] std::size_t resourceLogs(std::size_t records_size, bool with_records) const {
+    std::size_t n = lenFieldSize(resource_.size());
+    if (with_records) n += lenFieldSize(scopeLogs(records_size));
+    return n;
+  }
+
+  const Identity& id_;
+  const FrameRange& frames_;
+  Sizer resource_;
+  Sizer scope_;
 };
 
-std::string assemble(const Identity& id, const FrameRange& frames,
-                     const std::vector<PlannedRecord>& plan, std::size_t records_size,
-                     const ReadBatch* batch) {
-  Sizer resource;
-  emitResource(resource, id, frames);
-  Sizer scope;
-  emitScope(scope, id);
-  const std::size_t scope_logs = lenFieldSize(scope.size()) + records_size;
-  std::size_t resource_logs = lenFieldSize(resource.size());
-  if (!plan.empty()) resource_logs += lenFieldSize(scope_logs);
-  const std::size_t total = lenFieldSize(resource_logs);
-
-  std::string body(total, '\0');
-  Writer w(body.data());
-  w.header(kRequestResourceLogs, resource_logs);
-  w.header(kResourceLogsResource, resource.size());
-  emitResource(w, id, frames);
-  if (!plan.empty()) {
-    w.header(kResourceLogsScopeLogs, scope_logs);
-    w.header(kScopeLogsScope, scope.size());
-    emitScope(w, id);
-    std::size_t i = 0;
-    for (const FrameView& frame : batch->frames()) {
-      RecordReader reader(frame.body);
-      // The same reader over the same bytes yields the same records as the sizing pass.
-      while (const RecordView* r = reader.next()) {
-        const Decoded d = decodeMeta(*r);
-        w.header(kScopeLogsLogRecords, plan[i].size);
-        emitLogRecord(w, *r, d, Body{bodyText(*r, d), plan[i].bytes_body});
-        ++i;
-      }
-    }
-    assert(i == plan.size());
-  }
-  assert(w.pos() == body.data() + body.size());
-  return body;
-}
+// An encoded request is about 1.6 times its records' bytes for 200-byte log lines, more for
+// smaller records: twice is the total the records are first placed for (see encodeInto).
+constexpr std::size_t kExpectedGrowth = 2;
+// A request body grows by this much at least when it needs room (growth zero-fills it first: a
+// reused body of about the right size grows little or not at all).
+constexpr std::size_t kBodyGrowStep = 256U << 10U;
 
 }  // namespace
 
@@ -416,9 +429,15 @@ OtlpLogsEncoder::OtlpLogsEncoder(Identity identity) : identity_(std::move(identi
 
 OtlpRequestBody OtlpLogsEncoder::encode(const ReadBatch& batch) const {
   OtlpRequestBody out;
-  std::vector<PlannedRecord> plan;
-  plan.reserve(batch.records());
-  std::size_t records_size = 0;
+  out.stats = encodeInto(batch, out.body);
+  return out;
+}
+
+OtlpEncodeStats OtlpLogsEncoder::encodeInto(const ReadBatch& batch, std::string& body) const {
+  if (batch.empty()) {
+    body = encodeEmptyRequest();
+    return {};
+  }
   FrameRange frames;
   frames.first = std::numeric_limits<FrameId>::max();
   for (const FrameView& frame : batch.frames()) {
@@ -426,34 +445,63 @@ OtlpRequestBody OtlpLogsEncoder::encode(const ReadBatch& batch) const {
     frames.first = std::min(frames.first, frame.id);
     frames.last = std::max(frames.last, frame.id);
     ++frames.count;
+  }
+  const Prefix prefix(identity_, frames);
+
+  // One pass over the records, each decoded once and written as soon as it is sized. The
+  // prefix's lengths depend on the records' total, so the records go after room for the prefix
+  // of an expected total, which is then written in front of them; when the real total needs a
+  // prefix of another size (its varints another width), the records are moved once.
+  const std::size_t expected = batch.bodyBytes() * kExpectedGrowth;
+  const std::size_t room = prefix.size(expected, true);
+  // The body keeps the size it has (a reused one is overwritten in place) and grows in steps;
+  // the bytes beyond the records are cut at the end, which writes nothing.
+  if (body.size() < room) body.resize(room);
+  OtlpEncodeStats stats;
+  std::size_t pos = room;
+  for (const FrameView& frame : batch.frames()) {
     RecordReader reader(frame.body);
     std::uint64_t read = 0;
     while (const RecordView* r = reader.next()) {
       ++read;
       const Decoded d = decodeMeta(*r);
       const std::string_view text = bodyText(*r, d);
-      const Body body{text, bodyIsBytes(*r, d, text)};
-      Sizer size;
-      emitLogRecord(size, *r, d, body);
-      plan.push_back({static_cast<std::uint32_t>(size.size()), body.bytes});
-      records_size += lenFieldSize(size.size());
-      out.stats.bytes_attributes += size.bytesAttributes();
+      const Body record_body{text, bodyIsBytes(*r, d, text)};
       if (!d.meta_error.empty()) {
-        ++out.stats.malformed;
-      } else if (body.bytes &&
+        ++stats.malformed;
+      } else if (record_body.bytes &&
                  (r->kind == RecordKind::kLogLine || r->kind == RecordKind::kSyslog)) {
-        ++out.stats.bytes_bodies;
+        ++stats.bytes_bodies;
       }
+      Sizer size;
+      emitLogRecord(size, *r, d, record_body);
+      const std::size_t end = pos + lenFieldSize(size.size());
+      if (end > body.size()) body.resize(std::max(end, body.size() + kBodyGrowStep));
+      Writer w(body.data() + pos);
+      w.header(kScopeLogsLogRecords, size.size());
+      emitLogRecord(w, *r, d, record_body);
+      assert(w.pos() == body.data() + end);
+      stats.bytes_attributes += w.bytesAttributes();
+      pos = end;
+      ++stats.records;
     }
-    if (read < frame.record_count) out.stats.unreadable += frame.record_count - read;
+    if (read < frame.record_count) stats.unreadable += frame.record_count - read;
   }
-  out.stats.records = plan.size();
-  out.body = assemble(identity_, frames, plan, records_size, &batch);
-  return out;
+  const std::size_t records_size = pos - room;
+  const bool with_records = stats.records > 0;
+  const std::size_t actual = prefix.size(records_size, with_records);
+  if (actual != room) std::memmove(body.data() + actual, body.data() + room, records_size);
+  body.resize(actual + records_size);
+  prefix.write(body.data(), records_size, with_records);
+  return stats;
 }
 
 std::string OtlpLogsEncoder::encodeEmptyRequest() const {
-  return assemble(identity_, FrameRange{}, {}, 0, nullptr);
+  const FrameRange none;
+  const Prefix prefix(identity_, none);
+  std::string body(prefix.size(0, false), '\0');
+  prefix.write(body.data(), 0, false);
+  return body;
 }
 
 Result<OtlpExportResponse> parseExportResponse(std::string_view body) {
@@ -546,7 +594,14 @@ bool isValidUtf8(std::string_view text) noexcept {
   const unsigned char* const end = p + text.size();
   constexpr std::uint64_t kHighBits = 0x8080808080808080ULL;
   while (p < end) {
-    // Most log text is ASCII: check 8 bytes at a time until a byte with its high bit set.
+    // Most log text is ASCII: check 32, then 8 bytes at a time until a byte with its high bit
+    // set (the compiler turns the four words into one vector test).
+    while (end - p >= 32) {
+      std::uint64_t words[4];
+      std::memcpy(words, p, sizeof words);
+      if (((words[0] | words[1] | words[2] | words[3]) & kHighBits) != 0) break;
+      p += 32;
+    }
     while (end - p >= 8) {
       std::uint64_t word = 0;
       std::memcpy(&word, p, sizeof word);

@@ -131,6 +131,9 @@ struct OtlpSender::Work {
   std::shared_ptr<const Batch> batch;
   std::function<void(SendResult)> done;
   Clock::time_point start;
+  std::shared_ptr<BodyPool> bodies;
+  // Taken from `bodies` on the loop thread; the body is encoded into it on the thread pool.
+  std::unique_ptr<std::string> buffer;
   // Written on the thread pool, read in afterWork.
   std::shared_ptr<const std::string> body;
   OtlpEncodeStats stats;
@@ -152,15 +155,24 @@ struct OtlpSender::InFlight {
 
 namespace {
 
+// A body that goes back to `pool` when the last request holding it is done with it.
+std::shared_ptr<const std::string> pooledBody(std::unique_ptr<std::string> body,
+                                              std::shared_ptr<OtlpSender::BodyPool> pool) {
+  return {body.release(), [pool = std::move(pool)](const std::string* done) {
+            pool->give(std::unique_ptr<std::string>(const_cast<std::string*>(done)));
+          }};
+}
+
 void runWork(uv_work_t* req) {
   auto* work = static_cast<OtlpSender::Work*>(req->data);
-  OtlpRequestBody encoded = work->encoder->encode(work->batch->frames);
-  work->stats = encoded.stats;
+  std::string& encoded = *work->buffer;
+  work->stats = work->encoder->encodeInto(work->batch->frames, encoded);
   if (!work->gzip) {
-    work->body = std::make_shared<const std::string>(std::move(encoded.body));
+    work->body = pooledBody(std::move(work->buffer), std::move(work->bodies));
     return;
   }
-  auto compressed = gzipCompress(encoded.body, kOtlpGzipLevel);
+  auto compressed = gzipCompress(encoded, kOtlpGzipLevel);
+  work->bodies->give(std::move(work->buffer));
   if (compressed) {
     work->body = std::make_shared<const std::string>(std::move(*compressed));
   } else {
@@ -267,7 +279,8 @@ OtlpSender::OtlpSender(platform::EventLoop& loop, HttpClient& client, std::strin
       max_in_flight_(std::max<std::size_t>(options.batch.max_in_flight, 1)),
       output_name_(options.name),
       encoder_(identity),
-      probe_body_(std::make_shared<const std::string>(encoder_.encodeEmptyRequest())) {
+      probe_body_(std::make_shared<const std::string>(encoder_.encodeEmptyRequest())),
+      bodies_(std::make_shared<BodyPool>(max_in_flight_)) {
   headers_.emplace_back("Content-Type: application/x-protobuf");
   headers_.insert(headers_.end(), options.headers.begin(), options.headers.end());
   gzip_headers_ = headers_;
@@ -298,6 +311,8 @@ void OtlpSender::send(std::shared_ptr<const Batch> batch, std::function<void(Sen
   work->batch = std::move(batch);
   work->done = std::move(done);
   work->start = start;
+  work->bodies = bodies_;
+  work->buffer = bodies_->take();
   const int rc = uv_queue_work(static_cast<uv_loop_t*>(loop_.uvLoop()), &work->req, runWork,
                                [](uv_work_t* req, int status) {
                                  std::unique_ptr<Work> owned(static_cast<Work*>(req->data));
@@ -427,6 +442,9 @@ void OtlpSender::finish(InFlight& request, const HttpResponse& response) {
   r.bytes_sent = response.status != 0 ? request.wire_bytes : 0;
   if (!request.probe && r.outcome != Outcome::kRetry) r.skipped_records = request.unreadable;
   r.latency = Clock::now() - request.start;
+  // Nothing else in flight or being encoded: the output is idle (or about to send one batch),
+  // and keeps no request memory while it is.
+  if (in_flight_.empty() && work_pending_ == 0) bodies_->clear();
   const auto done = std::move(request.done);
   done(r);
 }
@@ -457,6 +475,25 @@ void OtlpSender::maybeClosed() {
 void OtlpSender::defer(std::function<void()> fn) {
   auto shared = std::make_shared<std::function<void()>>(std::move(fn));
   if (!loop_.post([shared] { (*shared)(); })) (*shared)();
+}
+
+std::unique_ptr<std::string> OtlpSender::BodyPool::take() {
+  std::lock_guard lock(mu_);
+  if (free_.empty()) return std::make_unique<std::string>();
+  auto body = std::move(free_.back());
+  free_.pop_back();
+  return body;
+}
+
+void OtlpSender::BodyPool::give(std::unique_ptr<std::string> body) {
+  std::lock_guard lock(mu_);
+  if (free_.size() < capacity_) free_.push_back(std::move(body));
+}
+
+void OtlpSender::BodyPool::clear() {
+  std::vector<std::unique_ptr<std::string>> freed;
+  std::lock_guard lock(mu_);
+  freed.swap(free_);
 }
 
 std::vector<Counter> OtlpSender::counters() const {

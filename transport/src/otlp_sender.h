@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -89,6 +90,25 @@ class OtlpSender final : public Sender {
   struct Work;      // a batch being encoded on the thread pool
   struct InFlight;  // a request the HttpClient has
 
+  // Request bodies kept for the next batches, at their size (OtlpLogsEncoder::encodeInto
+  // overwrites them without zero-filling). Shared with the bodies in flight, whose deleter gives
+  // them back, possibly after the sender is gone. Any thread.
+  class BodyPool {
+   public:
+    explicit BodyPool(std::size_t capacity) : capacity_(capacity) {}
+    // A kept string, or an empty one.
+    std::unique_ptr<std::string> take();
+    // Keeps `body` unless `capacity` strings are kept already.
+    void give(std::unique_ptr<std::string> body);
+    // Frees the kept strings (an idle output holds no request memory).
+    void clear();
+
+   private:
+    std::mutex mu_;
+    const std::size_t capacity_;
+    std::vector<std::unique_ptr<std::string>> free_;  // guarded by mu_
+  };
+
  private:
   void afterWork(std::unique_ptr<Work> work, int status);
   void startRequest(std::shared_ptr<const std::string> body, bool gzip, std::uint64_t records,
@@ -114,6 +134,7 @@ class OtlpSender final : public Sender {
   const std::string output_name_;
   OtlpLogsEncoder encoder_;
   std::shared_ptr<const std::string> probe_body_;
+  std::shared_ptr<BodyPool> bodies_;
 
   std::unordered_map<std::uint64_t, std::shared_ptr<InFlight>> in_flight_;
   std::uint64_t next_request_ = 0;
