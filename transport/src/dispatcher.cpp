@@ -142,6 +142,13 @@ bool Dispatcher::readAndSend(Lane lane, SteadyTime now) {
     limits.max_bytes = drain_.batchBytes(now, options_.batch.max_bytes);
     limits.end = live_from_;
   }
+  // Under load every batch ends with the frame that crosses max_bytes: room for that much up
+  // front, so the read does not copy what it has read into a reallocated buffer as it grows. (A
+  // frame larger than max_bytes, a single huge record, is left to grow the buffer.)
+  bool& full = lane == Lane::kLive ? live_batch_full_ : backlog_batch_full_;
+  if (full) {
+    batch->frames.storage().reserve(limits.max_bytes + std::min(largest_frame_, limits.max_bytes));
+  }
   auto n = cursor_.readAt(next, Direction::kForward, batch->frames, limits);
   if (!n) {
     ++stats_.read_errors;
@@ -160,6 +167,10 @@ bool Dispatcher::readAndSend(Lane lane, SteadyTime now) {
     return false;
   }
   next = batch->frames.frames().back().id + 1;
+  for (const FrameView& frame : batch->frames.frames()) {
+    largest_frame_ = std::max(largest_frame_, frame.body.size());
+  }
+  full = batch->frames.bodyBytes() >= limits.max_bytes;
   const std::uint64_t seq = next_seq_++;
   batch->seq = seq;
   InFlight entry;

@@ -159,6 +159,11 @@ class Dispatcher {
   FrameId live_next_ = 0;
   FrameId backlog_next_ = 0;
   bool backlog_read_ = true;  // every backlog frame was read (or there was none)
+  // Whether the lane's last batch reached max_bytes (then the next one reserves its storage),
+  // and the largest frame body read so far.
+  bool live_batch_full_ = false;
+  bool backlog_batch_full_ = false;
+  std::size_t largest_frame_ = 0;
 
   std::size_t current_ = 0;                 // index of the endpoint in use
   std::uint32_t consecutive_failures_ = 0;  // on the endpoint in use; reset by failover
