@@ -124,6 +124,7 @@ class WriteBehind {
   // Around mdb_txn_commit, on the writer thread.
   void begin();
   void end();
+  [[nodiscard]] int fd() const { return fd_; }
 
  private:
   void run();
@@ -168,6 +169,9 @@ struct LmdbRing::Impl {
   Status dropFrameValue(MDB_txn* txn, FrameId id, const char* what);
   Status deleteDoneByAll(MDB_txn* txn, TxnState& st);
   void publish(TxnState& st, std::vector<ConsumerOp*>& ops, std::chrono::nanoseconds took);
+  // Notes where the frames just committed lie in the file and drops older ones from the page
+  // cache (writer.cpp says why). Writer thread, sync batch or always.
+  void recyclePages(FrameId first, FrameId last);
   [[nodiscard]] std::uint64_t accountedBytes(std::uint64_t stored) const;
   // The bound the writer keeps frames under: max_size, or less when the map is too small to hold
   // max_size plus the room LMDB needs besides the frames (see mapHeadroom).
@@ -282,6 +286,12 @@ struct LmdbRing::Impl {
   std::deque<PendingFrame> work;  // taken from the queue, not yet committed
   std::unique_ptr<FrameEncoder> encoder;
   std::unique_ptr<WriteBehind> write_behind;  // null with sync: none
+  struct FileRange {
+    std::uint64_t begin;
+    std::uint64_t end;
+  };
+  std::deque<FileRange> recent_pages;  // of the newest committed frames, oldest first
+  std::uint64_t recent_bytes = 0;
   std::thread writer;
   std::uint64_t commits_since_reader_check = 0;
 
