@@ -350,6 +350,36 @@ TEST_CASE("A large batch keeps every record, in order, with any body size", "[un
   }
 }
 
+TEST_CASE("Requests are canonical whatever their records' share of the length prefixes", "[unit]") {
+  // The records are written after room for the length prefixes of an expected total (twice the
+  // records' stored bytes) and moved when the real total needs varints of another width: tiny
+  // records encode to more than twice their size, one large record to little more than its size.
+  // The sweeps cross the 128 and 16384 boundaries of both prefixes from either side.
+  const OtlpLogsEncoder encoder(kIdentity);
+  std::string reused(3U << 20U, '#');  // a body kept from a larger request
+  const auto check = [&](const ReadBatch& batch, std::uint64_t records) {
+    const auto encoded = encoder.encode(batch);
+    const auto req = decode(encoded.body);
+    REQUIRE(onlyScope(req).log_records_size() == static_cast<int>(records));
+    CHECK(encoded.stats.records == records);
+    // A body reused from any earlier request (larger or smaller) is overwritten to the same
+    // bytes and the same figures.
+    const auto stats = encoder.encodeInto(batch, reused);
+    REQUIRE(reused == encoded.body);
+    CHECK(stats.records == encoded.stats.records);
+  };
+  for (int n = 1; n <= 400; n += 3) {
+    BatchBuilder builder;
+    for (int i = 0; i < n; ++i) builder.logLine("i", 1, "/p", 0, 0, "x");
+    check(builder.build(), static_cast<std::uint64_t>(n));
+  }
+  for (std::size_t size = 20; size <= 20'000; size += size < 200 ? 7 : 499) {
+    check(
+        BatchBuilder().logLine("app", 1, "/var/log/app.log", 0, 0, std::string(size, 'y')).build(),
+        1);
+  }
+}
+
 TEST_CASE("Records with malformed metadata are sent as bytes and counted", "[unit]") {
   const OtlpLogsEncoder encoder(kIdentity);
   const std::vector<std::byte> short_meta(3, std::byte{1});
