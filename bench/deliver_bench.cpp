@@ -9,6 +9,7 @@
 // the output's request-body bytes per second over wrk's.
 #include "deliver_bench.h"
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -163,7 +164,21 @@ struct RunFigures {
   double wrk_mb_per_s = 0;
   double wrk_requests_per_s = 0;
   double ratio = 0;
+  // CPU seconds of this process (every thread: loop, encoders, buffer) per GB of request bodies
+  // while it delivers, and its mean number of busy cores: what the output costs, which the
+  // machine's other load does not change as much as it changes the rates.
+  double cpu_s_per_gb = 0;
+  double cpu_cores = 0;
 };
+
+double processCpuSeconds() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  const auto seconds = [](const timeval& tv) {
+    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+  };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
 
 double wrkMbPerS(const Receiver& receiver, const fs::path& dir, const std::string& body,
                  std::size_t connections, int seconds, double* requests_per_s) {
@@ -238,6 +253,7 @@ RunFigures runOnce(const DeliverBenchOptions& o, const fs::path& dir) {
     transport::OtlpLogsEncoder encoder({"bench-agent", platform::hostName(), "bench"});
     body = encoder.encode(sample).body;
   }
+  const double cpu_start = processCpuSeconds();
   const auto start = Clock::now();
   transport.start();
   while (counter("records_acked") + counter("records_rejected") < o.records) {
@@ -245,6 +261,7 @@ RunFigures runOnce(const DeliverBenchOptions& o, const fs::path& dir) {
     if (Clock::now() - start > std::chrono::minutes(10)) break;
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const double cpu_seconds = processCpuSeconds() - cpu_start;
   const std::uint64_t requests = std::max<std::uint64_t>(1, counter("requests_ok"));
   const std::uint64_t wire = counter("bytes_sent");
   transport.stop(std::chrono::seconds(5));
@@ -254,6 +271,8 @@ RunFigures runOnce(const DeliverBenchOptions& o, const fs::path& dir) {
   f.mb_per_s = static_cast<double>(o.records * o.record_size) / seconds / 1e6;
   f.wire_mb_per_s = static_cast<double>(wire) / seconds / 1e6;
   f.avg_body_bytes = static_cast<double>(wire) / static_cast<double>(requests);
+  f.cpu_s_per_gb = wire > 0 ? cpu_seconds / (static_cast<double>(wire) / 1e9) : 0;
+  f.cpu_cores = cpu_seconds / seconds;
 
   // The same receiver's raw limit: wrk posting a request like the output's (taken above).
   if (body.size() < 64) body.assign(static_cast<std::size_t>(f.avg_body_bytes), 'x');
@@ -278,9 +297,9 @@ int runDeliverBench(const DeliverBenchOptions& o) {
     const RunFigures f = runOnce(o, o.dir / fmt::format("deliver-run{}", r));
     std::printf(
         "run %d: %.0f records/s, %.1f MB/s of records, %.1f MB/s on the wire (requests of %.0f "
-        "bytes) | wrk %.1f MB/s (%.0f req/s) | ratio %.2f\n",
-        r, f.records_per_s, f.mb_per_s, f.wire_mb_per_s, f.avg_body_bytes, f.wrk_mb_per_s,
-        f.wrk_requests_per_s, f.ratio);
+        "bytes; %.2f CPU s per GB, %.2f cores) | wrk %.1f MB/s (%.0f req/s) | ratio %.2f\n",
+        r, f.records_per_s, f.mb_per_s, f.wire_mb_per_s, f.avg_body_bytes, f.cpu_s_per_gb,
+        f.cpu_cores, f.wrk_mb_per_s, f.wrk_requests_per_s, f.ratio);
     std::fflush(stdout);
     runs.push_back(f);
   }
@@ -299,6 +318,8 @@ int runDeliverBench(const DeliverBenchOptions& o) {
   j["avg_request_bytes"] = med(&RunFigures::avg_body_bytes);
   j["wrk_mb_per_s"] = med(&RunFigures::wrk_mb_per_s);
   j["ratio"] = med(&RunFigures::ratio);
+  j["cpu_s_per_gb"] = med(&RunFigures::cpu_s_per_gb);
+  j["cpu_cores"] = med(&RunFigures::cpu_cores);
   j["peak_rss_mb"] = memory.peakAnonMb() + memory.peakFileMb();
   j["peak_rss_anon_mb"] = memory.peakAnonMb();
   std::printf("%s\n", j.dump().c_str());
