@@ -400,17 +400,18 @@ Result<Ticket> LmdbRing::Impl::admit(std::unique_lock<std::mutex>& lk, std::uint
   return ++next_ticket;
 }
 
-void LmdbRing::Impl::makeRoom(std::size_t pending, std::uint32_t pending_count, std::size_t size,
-                              Placing& p) {
+bool LmdbRing::Impl::overflows(std::size_t pending, std::uint32_t pending_count,
+                               std::size_t size) const {
   const PendingFrame& f = open_frame;
-  if (f.body.record_count + pending_count > 0 &&
-      f.body.bodyBytes() + pending + size > opt.frame_max_bytes) {
-    sealOpenFrame(true);
-    // An append that writes state must commit whole: its frames after the first are joined to
-    // the one before.
-    open_frame.joined = p.stateful && p.wrote;
-  }
-  p.wrote = true;
+  return f.body.record_count + pending_count > 0 &&
+         f.body.bodyBytes() + pending + size > opt.frame_max_bytes;
+}
+
+void LmdbRing::Impl::sealForNext(const Placing& p) {
+  sealOpenFrame(true);
+  // An append that writes state must commit whole: its frames after the first are joined to
+  // the one before.
+  open_frame.joined = p.stateful && p.wrote;
 }
 
 std::byte* LmdbRing::Impl::placeRecords(std::size_t size, std::uint32_t count, std::uint64_t min_ts,
@@ -476,7 +477,8 @@ Result<Ticket> LmdbRing::append(std::span<const RecordInput> records,
   for (std::size_t i = 0; i < valid; ++i) {
     const RecordInput& r = records[i];
     const std::size_t size = encodedRecordSize(r);
-    d.makeRoom(0, 0, size, p);
+    if (d.overflows(0, 0, size)) d.sealForNext(p);
+    p.wrote = true;
     encodeRecord(r, d.placeRecords(size, 1, r.timestamp_ns, r.timestamp_ns, p));
   }
   d.finishAppend(lk, state, need, p);
@@ -517,11 +519,11 @@ Result<Ticket> LmdbRing::appendBatch(RecordBatch& batch, std::span<const StateWr
     const std::byte* rec = src.data() + at;
     const std::size_t size = bytes::loadLe<std::uint32_t>(rec) + std::size_t{4};
     const auto ts = bytes::loadLe<std::uint64_t>(rec + 8);
-    if (d.open_frame.body.record_count + run_count > 0 &&
-        d.open_frame.body.bodyBytes() + run_bytes + size > d.opt.frame_max_bytes) {
+    if (d.overflows(run_bytes, run_count, size)) {
       placeRun();
+      d.sealForNext(p);
     }
-    d.makeRoom(run_bytes, run_count, size, p);
+    p.wrote = true;
     run_bytes += size;
     ++run_count;
     run_min = std::min(run_min, ts);

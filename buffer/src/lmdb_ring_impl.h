@@ -269,9 +269,12 @@ struct LmdbRing::Impl {
   // Wait::kYes; returns the append's ticket. kFull (counted in refused_queue_full) or kClosed.
   Result<Ticket> admit(std::unique_lock<std::mutex>& lk, std::uint64_t need, std::size_t records,
                        Wait wait);
-  // Seals the open frame first when `size` more bytes of records would not fit it (a frame takes
-  // at least one record, however large).
-  void makeRoom(std::size_t pending, std::uint32_t pending_count, std::size_t size, Placing& p);
+  // Whether `size` more bytes of records would not fit the open frame once `pending` bytes of
+  // `pending_count` records not yet placed are in it (a frame takes at least one record).
+  [[nodiscard]] bool overflows(std::size_t pending, std::uint32_t pending_count,
+                               std::size_t size) const;
+  // Seals the open frame so that the append's next record starts a new one.
+  void sealForNext(const Placing& p);
   // Adds `size` bytes for `count` records with timestamps within [min_ts, max_ts] to the open
   // frame and returns where the caller writes them.
   std::byte* placeRecords(std::size_t size, std::uint32_t count, std::uint64_t min_ts,
