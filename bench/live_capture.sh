@@ -18,9 +18,10 @@
 # (seconds + 3) s); the namespaces, the veth and the files are removed on every exit path.
 #
 # Usage: bench/live_capture.sh [--build DIR] [--seconds N] [--rates "50000 ... max"]
-#                              [--sizes "64 1514"] [--sync MODE] [--ingest-max SIZE] [--dir DIR]
-# --sync and --ingest-max set Cistern's buffer.sync (default batch) and buffer.ingest_max_bytes
-# (default: the agent's, 16MiB).
+#                              [--sizes "64 1514"] [--sync MODE] [--ingest-max SIZE]
+#                              [--commit-max SIZE] [--dir DIR]
+# --sync, --ingest-max and --commit-max set Cistern's buffer.sync (default batch),
+# buffer.ingest_max_bytes and buffer.commit_max_bytes (default: the agent's).
 # Needs root, ip(8), tcpreplay, tcpdump, and a build with agent/cistern and bench/cistern-bench.
 set -euo pipefail
 
@@ -30,6 +31,7 @@ rates="50000 100000 200000 500000 max"
 sizes="64 1514"
 base=${TMPDIR:-/var/tmp}
 ingest_max=
+commit_max=
 sync_mode="batch"
 while (($# > 0)); do
   case $1 in
@@ -38,6 +40,7 @@ while (($# > 0)); do
     --rates) rates=$2; shift 2 ;;
     --sizes) sizes=$2; shift 2 ;;
     --ingest-max) ingest_max=$2; shift 2 ;;
+    --commit-max) commit_max=$2; shift 2 ;;
     --sync) sync_mode=$2; shift 2 ;;
     --dir) base=$2; shift 2 ;;
     -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
@@ -176,6 +179,7 @@ buffer:
   max_size: 1GiB
   sync: $sync_mode
 ${ingest_max:+  ingest_max_bytes: $ingest_max}
+${commit_max:+  commit_max_bytes: $commit_max}
 inputs:
   - type: pcap
     name: veth
@@ -210,7 +214,7 @@ run_tcpdump() {
 }
 
 echo "live capture: veth $veth_a ($ns_a) -> $veth_b ($ns_b), $seconds s per rate, rates: $rates"
-echo "  cistern: buffer.sync $sync_mode, buffer.ingest_max_bytes ${ingest_max:-default (16MiB)}"
+echo "  cistern: buffer.sync $sync_mode, buffer.ingest_max_bytes ${ingest_max:-default (16MiB)}, buffer.commit_max_bytes ${commit_max:-default (4MiB)}"
 echo "  load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 echo "  columns: sent = tcpreplay's count; pps = its achieved rate; if_rx = packets the capturing"
 echo "  interface received; backlog = kernel backlog drops before capture; received/kernel_drop ="
