@@ -17,6 +17,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -287,6 +288,13 @@ RunFigures runOnce(const DeliverBenchOptions& o, const fs::path& dir) {
 }  // namespace
 
 int runDeliverBench(const DeliverBenchOptions& o) {
+  // Without the reference there is no ratio: refuse rather than print one of 0.
+  if (std::system("command -v wrk >/dev/null 2>&1") != 0) {
+    std::fprintf(stderr,
+                 "deliver bench: wrk not found (Debian package wrk; scripts/bootstrap.sh installs "
+                 "it)\n");
+    return 2;
+  }
   std::printf(
       "deliver bench: records=%llu record_size=%zu gzip=%s in_flight=%zu batch=%zu runs=%d\n",
       static_cast<unsigned long long>(o.records), o.record_size, o.gzip ? "on" : "off", o.in_flight,

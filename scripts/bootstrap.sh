@@ -15,7 +15,7 @@ packages=(
   libpcap-dev libuv1-dev libmbedtls-dev libcurl4-openssl-dev
   protobuf-compiler libprotobuf-dev zlib1g-dev libmicrohttpd-dev
   # tools the tests and benchmarks call
-  lmdb-utils procps tcpdump
+  lmdb-utils procps tcpdump wrk
   # capture tests: namespaces and veth pairs, packet replay, pcap decoding, damaged samples, test CAs
   iproute2 tcpreplay tshark pcapfix openssl
   # syslog output tests: rsyslogd as the receiver (imptcp, imtcp with OpenSSL, imrelp)
