@@ -88,6 +88,15 @@ Result<std::uint64_t> readChunks(const std::filesystem::path& path, std::size_t 
   return total;
 }
 
+Status dropPageCache(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(ErrorCode::kIo, "open " + path.string() + ": " + std::strerror(errno));
+  const int rc = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+  if (rc != 0) return fail(ErrorCode::kIo, "fadvise " + path.string() + ": " + std::strerror(rc));
+  return ok();
+}
+
 double processCpuSeconds() {
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);

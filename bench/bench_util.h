@@ -106,6 +106,10 @@ Status writeAll(int fd, std::span<const char> data, const std::filesystem::path&
 Result<std::uint64_t> readChunks(const std::filesystem::path& path, std::size_t chunk,
                                  const std::function<void(std::span<const char>)>& consume);
 
+// Evicts the file's pages from the page cache (they must be clean: written back or synced), so
+// the next reads come from the disk. Errors: kIo.
+Status dropPageCache(const std::filesystem::path& path);
+
 // Starts a run's memory figures afresh in a process that ran others before: returns the heap the
 // earlier runs freed to the system (malloc_trim) and resets the kernel's peak resident size
 // (VmHWM) to the current one. Returns false when the kernel refused the reset (then VmHWM still

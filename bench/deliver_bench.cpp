@@ -6,10 +6,11 @@
 // Transport, event loop, encoder, libcurl) drains the ring, timed from start until the ring
 // holds nothing unacknowledged for it. Then wrk posts bodies of the size the output sent, over as
 // many connections as the output keeps requests in flight, for the same receiver. The ratio is
-// the output's request-body bytes per second over wrk's.
+// the output's request-body bytes per second over wrk's. The backlog is mostly read from the
+// disk (see the ring's page-cache recycling) unless --warm; a cold sequential read of the ring
+// file, timed after the drain, shows how close the drain came to the disk's read rate.
 #include "deliver_bench.h"
 
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@
 #include <fstream>
 #include <memory>
 #include <regex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -170,15 +172,21 @@ struct RunFigures {
   // machine's other load does not change as much as it changes the rates.
   double cpu_s_per_gb = 0;
   double cpu_cores = 0;
+  // The disk beneath the ring: a backlog the page cache no longer holds is read from it, which
+  // no HTTP reference pays. ring_mb_per_s is the ring file's size over the drain's time, and
+  // disk_read_mb_per_s a cold sequential read of that file in the same run.
+  double ring_mb_per_s = 0;
+  double disk_read_mb_per_s = 0;
+  double disk_ratio = 0;
 };
 
-double processCpuSeconds() {
-  rusage usage{};
-  ::getrusage(RUSAGE_SELF, &usage);
-  const auto seconds = [](const timeval& tv) {
-    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
-  };
-  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+// A sequential read of `file` from the disk (evicted from the page cache first), in MB/s.
+double coldReadMbPerS(const fs::path& file) {
+  if (!dropPageCache(file)) return 0;
+  const auto t0 = Clock::now();
+  auto bytes = readChunks(file, 1U << 20U, [](std::span<const char>) {});
+  if (!bytes) return 0;
+  return mbPerS(*bytes, secondsSince(t0));
 }
 
 double wrkMbPerS(const Receiver& receiver, const fs::path& dir, const std::string& body,
@@ -219,6 +227,11 @@ RunFigures runOnce(const DeliverBenchOptions& o, const fs::path& dir) {
     return f;
   }
   fill(**ring, o.records, o.record_size);
+  const fs::path data_file = ro.dir / "data.mdb";
+  // The drain starts on the backlog as the ring leaves it (it drops the pages of older frames
+  // from the page cache once they are synced: all but the newest 32 MiB are on disk only), or
+  // with --warm on one the page cache holds.
+  if (o.warm) (void)readChunks(data_file, 1U << 20U, [](std::span<const char>) {});
 
   auto loop = platform::EventLoop::start("bench-loop");
   if (!loop) return f;
@@ -278,6 +291,13 @@ RunFigures runOnce(const DeliverBenchOptions& o, const fs::path& dir) {
   // The same receiver's raw limit: wrk posting a request like the output's (taken above).
   if (body.size() < 64) body.assign(static_cast<std::size_t>(f.avg_body_bytes), 'x');
   (void)(*ring)->close();
+  std::error_code size_error;
+  const auto ring_bytes = fs::file_size(data_file, size_error);
+  if (!size_error) {
+    f.ring_mb_per_s = mbPerS(ring_bytes, seconds);
+    f.disk_read_mb_per_s = coldReadMbPerS(data_file);
+    f.disk_ratio = f.disk_read_mb_per_s > 0 ? f.ring_mb_per_s / f.disk_read_mb_per_s : 0;
+  }
   f.wrk_mb_per_s =
       wrkMbPerS(receiver, dir, body, o.in_flight, o.wrk_seconds, &f.wrk_requests_per_s);
   f.ratio = f.wrk_mb_per_s > 0 ? f.wire_mb_per_s / f.wrk_mb_per_s : 0;
@@ -296,18 +316,21 @@ int runDeliverBench(const DeliverBenchOptions& o) {
     return 2;
   }
   std::printf(
-      "deliver bench: records=%llu record_size=%zu gzip=%s in_flight=%zu batch=%zu runs=%d\n",
+      "deliver bench: records=%llu record_size=%zu gzip=%s in_flight=%zu batch=%zu backlog=%s "
+      "runs=%d\n",
       static_cast<unsigned long long>(o.records), o.record_size, o.gzip ? "on" : "off", o.in_flight,
-      o.batch_bytes, o.repeat);
+      o.batch_bytes, o.warm ? "in the page cache" : "as the ring left it", o.repeat);
   std::vector<RunFigures> runs;
   MemorySampler memory;
   for (int r = 0; r < o.repeat; ++r) {
     const RunFigures f = runOnce(o, o.dir / fmt::format("deliver-run{}", r));
     std::printf(
         "run %d: %.0f records/s, %.1f MB/s of records, %.1f MB/s on the wire (requests of %.0f "
-        "bytes; %.2f CPU s per GB, %.2f cores) | wrk %.1f MB/s (%.0f req/s) | ratio %.2f\n",
+        "bytes; %.2f CPU s per GB, %.2f cores) | wrk %.1f MB/s (%.0f req/s) | ratio %.2f | "
+        "ring file %.1f MB/s, cold read %.1f MB/s, disk_ratio %.2f\n",
         r, f.records_per_s, f.mb_per_s, f.wire_mb_per_s, f.avg_body_bytes, f.cpu_s_per_gb,
-        f.cpu_cores, f.wrk_mb_per_s, f.wrk_requests_per_s, f.ratio);
+        f.cpu_cores, f.wrk_mb_per_s, f.wrk_requests_per_s, f.ratio, f.ring_mb_per_s,
+        f.disk_read_mb_per_s, f.disk_ratio);
     std::fflush(stdout);
     runs.push_back(f);
   }
@@ -328,6 +351,10 @@ int runDeliverBench(const DeliverBenchOptions& o) {
   j["ratio"] = med(&RunFigures::ratio);
   j["cpu_s_per_gb"] = med(&RunFigures::cpu_s_per_gb);
   j["cpu_cores"] = med(&RunFigures::cpu_cores);
+  j["warm"] = o.warm;
+  j["ring_mb_per_s"] = med(&RunFigures::ring_mb_per_s);
+  j["disk_read_mb_per_s"] = med(&RunFigures::disk_read_mb_per_s);
+  j["disk_ratio"] = med(&RunFigures::disk_ratio);
   j["peak_rss_mb"] = memory.peakAnonMb() + memory.peakFileMb();
   j["peak_rss_anon_mb"] = memory.peakAnonMb();
   std::printf("%s\n", j.dump().c_str());

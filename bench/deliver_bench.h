@@ -12,6 +12,7 @@ struct DeliverBenchOptions {
   std::size_t in_flight = 4;            // the output's max_in_flight, and wrk's connections
   std::size_t batch_bytes = 1U << 20U;  // the output's max_batch_bytes
   int wrk_seconds = 5;
+  bool warm = false;  // read the whole ring into the page cache before the drain
   int repeat = 3;
   std::filesystem::path dir;
 };

@@ -135,6 +135,7 @@ int main(int argc, char** argv) {
   deliver->add_option("--in-flight", d.in_flight, "The output's max_in_flight; wrk connections")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
+  deliver->add_flag("--warm", d.warm, "Read the whole ring into the page cache before draining");
   deliver->add_option("--batch-bytes", batch_bytes, "The output's max_batch_bytes (default 1MiB)");
   deliver->add_option("--wrk-seconds", d.wrk_seconds, "How long wrk runs")
       ->check(CLI::Range(1, 600))
