@@ -392,6 +392,7 @@ Result<Ticket> LmdbRing::Impl::admit(std::unique_lock<std::mutex>& lk, std::uint
   if (!has_room()) {
     if (wait == Wait::kNo) {
       refused_queue_full += records;
+      last_refusal = std::chrono::steady_clock::now().time_since_epoch().count();
       return fail(ErrorCode::kFull, "buffer ingest queue is full", true);
     }
     space_cv.wait(lk, [&] { return closing || has_room(); });

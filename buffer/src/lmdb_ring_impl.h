@@ -179,6 +179,9 @@ struct LmdbRing::Impl {
   [[nodiscard]] std::string describeReaders() const;
   // Body bytes of the first `frames` frames of the work queue.
   [[nodiscard]] std::uint64_t workBytes(std::size_t frames) const;
+  // How many frame bytes the next transaction may carry: commit_max_bytes, more while producers
+  // that cannot wait are being refused (writer.cpp says why).
+  [[nodiscard]] std::uint64_t commitBudget(SteadyTime now) const;
 
   // --- readers (read.cpp) ---
   // `consumer` kNoConsumer: a scan of every frame present (LmdbRing::scan).
@@ -302,6 +305,9 @@ struct LmdbRing::Impl {
   mutable std::mutex stats_mu;
   RingStats snapshot;
   std::atomic<std::uint64_t> refused_queue_full{0};
+  // When an append that could not wait was last refused for a full ingest queue (steady clock
+  // ticks; 0: never).
+  std::atomic<SteadyTime::rep> last_refusal{0};
   std::atomic<std::uint64_t> refused_invalid{0};
   std::atomic<std::uint64_t> dropped_map_full{0};
   std::atomic<std::uint64_t> dropped_at_close{0};

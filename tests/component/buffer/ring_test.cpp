@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "../../unit/buffer/ring_test_util.h"
 #include "cistern/buffer/ring.h"
@@ -286,6 +288,63 @@ TEST_CASE("the block policy stops the writer until consumers make room", "[compo
   CHECK_FALSE(st.writer_blocked);
   CHECK(st.evicted_frames == 0);
   checkAccounting(out->stats());
+}
+
+TEST_CASE("while appends that cannot wait are refused, transactions carry more than commit_max",
+          "[component]") {
+  TempDir dir;
+  auto opts = smallRing(dir.path());
+  opts.max_size = 64ULL << 20U;
+  opts.commit_max_bytes = 128U << 10U;
+  opts.ingest_max_bytes = 2ULL << 20U;
+  auto ring = openRing(opts);
+  std::mutex mu;
+  std::uint64_t largest = 0;
+  ring->setCommitListener([&](const CommitInfo& c) {
+    const std::lock_guard lk(mu);
+    largest = std::max(largest, c.bytes);
+  });
+  auto largestSinceLast = [&] {
+    const std::lock_guard lk(mu);
+    return std::exchange(largest, 0);
+  };
+  // A transaction ends with the frame that crosses its budget.
+  const std::uint64_t frame = opts.frame_max_bytes + 4096;
+  const std::uint64_t normal = opts.commit_max_bytes + frame;
+  std::uint64_t seq = 0;
+  auto appendWaiting = [&](std::uint64_t bytes) {
+    for (std::uint64_t n = 0; n < bytes; n += std::uint64_t{64} * 1000) {
+      REQUIRE(appendSeq(*ring, seq, 64, 1000) != 0);
+      seq += 64;
+    }
+    REQUIRE_OK(ring->flush());
+  };
+
+  // Producers that wait for room keep every transaction within commit_max_bytes.
+  appendWaiting(16ULL << 20U);
+  CHECK(largestSinceLast() <= normal);
+
+  // A producer that cannot wait and is refused raises the budget: fewer syncs per byte.
+  std::uint64_t refused = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (refused < 50 && std::chrono::steady_clock::now() < deadline) {
+    if (appendSeq(*ring, seq, 64, 1000, "test", Wait::kNo) != 0) {
+      seq += 64;
+    } else {
+      ++refused;
+    }
+  }
+  REQUIRE(refused >= 50);
+  REQUIRE_OK(ring->flush());
+  const auto overloaded = largestSinceLast();
+  CHECK(overloaded > normal);
+  CHECK(overloaded <= 4 * opts.commit_max_bytes + frame);
+
+  // A second after the last refusal the budget is commit_max_bytes again.
+  std::this_thread::sleep_for(1100ms);
+  appendWaiting(16ULL << 20U);
+  CHECK(largestSinceLast() <= normal);
+  CHECK(ring->stats().refused_queue_full == refused * 64);
 }
 
 TEST_CASE("every sync mode commits durably across close and reopen", "[component]") {
