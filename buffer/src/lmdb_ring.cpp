@@ -1,7 +1,10 @@
 // LmdbRing: opening, the producer API, consumers, the state store and stats.
 // The writer thread lives in writer.cpp, reads in read.cpp.
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -108,6 +111,53 @@ LmdbRing::Impl::Impl(RingOptions o) : opt(std::move(o)), log(bufferLogger()) {}
 LmdbRing::Impl::~Impl() {
   write_behind.reset();  // it uses LMDB's file descriptor
   if (env != nullptr) mdb_env_close(env);
+  unlockWriter();
+}
+
+// One writer per ring. LMDB serialises write transactions between processes, but the ring keeps
+// its next frame id, sizes and queues in memory: a second process writing the same ring (a
+// second agent started on the same data directory) would reuse frame ids and break the ring's
+// invariants. So a writable ring holds an exclusive flock on `writer.lock` in its directory while
+// it is open, and an open that cannot take it fails naming the holder. The kernel drops the lock
+// when its holder dies, SIGKILL included, so a crash never leaves the ring locked. Read-only
+// opens (the buffer tools) do not take it.
+Status LmdbRing::Impl::lockWriter() {
+  const auto path = opt.dir / "writer.lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    return fail(ErrorCode::kIo, "cannot open " + path.string() + ": " + std::strerror(errno));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char holder[32] = {};
+    const ssize_t n = ::pread(fd, holder, sizeof holder - 1, 0);
+    ::close(fd);
+    if (err != EWOULDBLOCK) {
+      return fail(ErrorCode::kIo, "cannot lock " + path.string() + ": " + std::strerror(err));
+    }
+    std::string who = "another process";
+    if (n > 0) {
+      std::string pid(holder, static_cast<std::size_t>(n));
+      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+      if (!pid.empty()) who += " (pid " + pid + ")";
+    }
+    return fail(ErrorCode::kIo, "the buffer at " + opt.dir.string() + " is open for writing by " +
+                                    who + "; one agent per data directory");
+  }
+  // The holder's pid, for the message above; a failure to write it only makes that vaguer.
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  const bool written = ::ftruncate(fd, 0) == 0 &&
+                       ::pwrite(fd, pid.data(), pid.size(), 0) == static_cast<ssize_t>(pid.size());
+  if (!written)
+    log->debug("could not write the pid into {}: {}", path.string(), std::strerror(errno));
+  writer_lock_fd = fd;
+  return ok();
+}
+
+void LmdbRing::Impl::unlockWriter() {
+  if (writer_lock_fd < 0) return;
+  ::close(writer_lock_fd);  // releases the flock
+  writer_lock_fd = -1;
 }
 
 Status LmdbRing::Impl::openEnv() {
@@ -123,6 +173,7 @@ Status LmdbRing::Impl::openEnv() {
       return fail(ErrorCode::kIo,
                   "cannot create buffer directory " + opt.dir.string() + ": " + ec.message());
     }
+    if (auto st = lockWriter(); !st) return st;
   }
   unsigned flags = MDB_NOTLS;
   if (opt.read_only) {
@@ -367,6 +418,7 @@ Status LmdbRing::close(std::chrono::milliseconds timeout) {
   d.closed = true;
   mdb_env_close(d.env);
   d.env = nullptr;
+  d.unlockWriter();
   return ok();
 }
 

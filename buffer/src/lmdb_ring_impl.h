@@ -142,6 +142,9 @@ struct LmdbRing::Impl {
 
   // --- setup (open.cpp) ---
   Status openEnv();
+  // Takes the exclusive lock on the ring's writer.lock (see lmdb_ring.cpp).
+  Status lockWriter();
+  void unlockWriter();
   Status loadState();
   void startWriter();
 
@@ -211,6 +214,7 @@ struct LmdbRing::Impl {
   LmdbRing* owner = nullptr;
   std::shared_ptr<spdlog::logger> log;
   MDB_env* env = nullptr;
+  int writer_lock_fd = -1;  // held (flock) while a writable ring is open
   MDB_dbi dbi_frames = 0;
   MDB_dbi dbi_index = 0;
   MDB_dbi dbi_consumers = 0;

@@ -24,6 +24,7 @@ using namespace std::chrono_literals;
 using cistern::buffer::FrameId;
 using cistern::buffer::LmdbRing;
 using cistern::buffer::ReadBatch;
+using cistern::buffer::RingOptions;
 using cistern::buffer::SyncMode;
 using cistern::testing::binary;
 using cistern::testing::Child;
@@ -99,8 +100,10 @@ struct ChildOutput {
   std::string err;
 };
 
-// Runs the child until it reported a commit, then `run_for` longer, then kills it.
-ChildOutput runAndKill(const std::vector<std::string>& argv, std::chrono::milliseconds run_for) {
+// Runs the child until it reported a commit, then `run_for` longer, then kills it. Once the child
+// has the ring open, this process must not be able to open it for writing too.
+ChildOutput runAndKill(const std::vector<std::string>& argv, const RingOptions& ring_options,
+                       std::chrono::milliseconds run_for) {
   Child child(argv);
   const auto first_deadline = std::chrono::steady_clock::now() + 20s;
   while (child.out().find('C') == std::string::npos) {
@@ -109,6 +112,12 @@ ChildOutput runAndKill(const std::vector<std::string>& argv, std::chrono::millis
       child.wait();
       FAIL("the child reported no commit; exit " << child.wait() << ", stderr: " << child.err());
     }
+  }
+  {
+    auto second = LmdbRing::open(ring_options);
+    REQUIRE_FALSE(second);
+    CHECK_THAT(second.error().message, Catch::Contains("open for writing by another process (pid " +
+                                                       std::to_string(child.pid()) + ")"));
   }
   const auto deadline = std::chrono::steady_clock::now() + run_for;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -308,12 +317,14 @@ void crashRounds(SyncMode mode, int rounds, bool ack) {
                                   modeName(mode), std::to_string(h.next_seq),
                                   std::to_string(rng())};
     if (ack) argv.emplace_back("ack");
-    const ChildOutput out = runAndKill(argv, std::chrono::milliseconds(ms));
+    const ChildOutput out =
+        runAndKill(argv, crashRingOptions(dir.path(), mode), std::chrono::milliseconds(ms));
     INFO("child stderr:\n" << out.err);
     std::vector<ChildLine> lines;
     REQUIRE(parseChildLines(out.out, lines));
     const Report rep = summarize(lines, h);
     REQUIRE(rep.any_commit);
+    // The kill released the child's writer lock.
     auto ring = LmdbRing::open(crashRingOptions(dir.path(), mode));
     REQUIRE_OK(ring);
     // Every third round of the acknowledging variant ends with an empty ring.

@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <fstream>
 #include <string>
@@ -273,4 +275,35 @@ TEST_CASE("run refuses a bad config with exit 1 before touching anything", "[int
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("inputs[0]") != std::string::npos);
   CHECK(r.err.find("inputs[1].type") != std::string::npos);
+}
+
+TEST_CASE("a second agent on the same data directory exits 2 naming the first", "[integration]") {
+  TempDir dir;
+  const auto config = writeFile(
+      dir / "agent.yaml",
+      fmt::format("agent: {{data_dir: {data}}}\nstatus: {{listen: \"\"}}\n"
+                  "inputs:\n  - {{type: file, name: logs, paths: [\"{dir}/*.log\"]}}\n",
+                  fmt::arg("data", (dir / "data").string()), fmt::arg("dir", dir.path().string())));
+  cistern::testing::Child first({cisternBin(), "run", "-c", config.string()});
+  // The first agent holds the buffer once its lock file names it.
+  const auto lock_file = dir / "data" / "buffer" / "writer.lock";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  std::string holder;
+  while (holder.empty() && std::chrono::steady_clock::now() < deadline) {
+    first.pump(std::chrono::milliseconds(20));
+    std::ifstream in(lock_file);
+    std::getline(in, holder);
+  }
+  INFO(first.err());
+  REQUIRE(holder == std::to_string(first.pid()));
+
+  auto second = run({cisternBin(), "run", "-c", config.string()}, std::chrono::seconds(30));
+  CHECK_FALSE(second.timed_out);
+  CHECK(second.exit_code == 2);
+  CHECK_THAT(second.err, Catch::Contains("is open for writing by another process (pid " + holder +
+                                         "); one agent per data directory"));
+
+  // The first one is unaffected and stops cleanly.
+  first.kill(SIGTERM);
+  CHECK(first.wait() == 0);
 }

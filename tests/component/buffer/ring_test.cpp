@@ -1,4 +1,5 @@
 // Component tests of the LMDB ring: real LMDB in a temporary directory.
+#include <unistd.h>
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -121,6 +122,37 @@ TEST_CASE("cursors and frame ids survive a restart; unacknowledged frames come b
   appendSeq(*reopened, 500, 1);
   REQUIRE_OK(reopened->flush());
   CHECK(reopened->stats().newest_frame > last_id);
+}
+
+TEST_CASE("a ring open for writing refuses a second writer, not readers", "[component]") {
+  TempDir dir;
+  auto opts = smallRing(dir.path());
+  auto ring = openRing(opts);
+  appendSeq(*ring, 0, 10);
+  REQUIRE_OK(ring->flush());
+
+  auto second = LmdbRing::open(opts);
+  REQUIRE_FALSE(second);
+  CHECK_THAT(second.error().message,
+             Catch::Contains("is open for writing by another process (pid " +
+                             std::to_string(::getpid()) + ")") &&
+                 Catch::Contains("one agent per data directory"));
+  // The refused open changed nothing: the first ring goes on writing.
+  appendSeq(*ring, 10, 10);
+  REQUIRE_OK(ring->flush());
+
+  auto ro_opts = opts;
+  ro_opts.read_only = true;
+  {
+    auto reader = LmdbRing::open(ro_opts);
+    REQUIRE_OK(reader);
+    CHECK((*reader)->stats().records == 20);
+  }
+
+  REQUIRE_OK(ring->close());
+  auto after_close = LmdbRing::open(opts);
+  REQUIRE_OK(after_close);
+  CHECK((*after_close)->stats().records == 20);
 }
 
 TEST_CASE("each consumer has its own cursor; a frame is deleted once all acknowledged",
