@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
                   "Seconds between logged counter lines; 0 logs them only at exit")
       ->check(CLI::Range(0, 86400));
 
-  auto* buffer = app.add_subcommand("buffer", "Read-only tools for a ring buffer on disk");
+  auto* buffer = app.add_subcommand(
+      "buffer", "Tools for a ring buffer on disk (all read-only but remove-consumer)");
   buffer->require_subcommand(1);
   std::string data_dir;
   std::string buffer_config;
@@ -104,6 +105,15 @@ int main(int argc, char** argv) {
     }
   });
 
+  cistern::agent::RemoveConsumerOptions remove_options;
+  remove_options.version = CISTERN_VERSION;
+  auto* remover = buffer->add_subcommand(
+      "remove-consumer",
+      "Delete the cursor of an output removed from the config (the agent must be stopped)");
+  remover->add_option("name", remove_options.name, "The removed output's name")->required();
+  remover->add_option("-c,--config", remove_options.config_file, "The agent's config file")
+      ->required();
+
   cistern::agent::StatusOptions status_options;
   auto* status_cmd =
       app.add_subcommand("status", "Show a running agent's inputs, buffer, outputs and OpAMP");
@@ -129,6 +139,7 @@ int main(int argc, char** argv) {
     return cistern::agent::runCommand(run_options, stdout, stderr);
   }
   if (*status_cmd) return cistern::agent::statusCommand(status_options, stdout, stderr);
+  if (*remover) return cistern::agent::bufferRemoveConsumerCommand(remove_options, stdout, stderr);
   if (*exporter) {
     status = withDataDir(data_dir, buffer_config, tool);
     if (status != cistern::agent::kExitOk) return status;

@@ -307,3 +307,70 @@ TEST_CASE("a second agent on the same data directory exits 2 naming the first", 
   first.kill(SIGTERM);
   CHECK(first.wait() == 0);
 }
+
+TEST_CASE("buffer remove-consumer deletes a removed output's cursor, nothing else",
+          "[integration]") {
+  TempDir dir;
+  writePcap(dir / "a.pcap", makePackets(50));
+  writePcap(dir / "b.pcap", makePackets(70));
+  const std::string head = fmt::format(
+      "agent: {{data_dir: {}}}\nstatus: {{listen: \"\"}}\nbuffer: {{max_size: 64MiB}}\n",
+      (dir / "data").string());
+  // First both outputs deliver a's packets; then "gone" is no longer configured and b's packets
+  // stay in the buffer for its cursor only.
+  const auto with_both = writeFile(
+      dir / "both.yaml", head + fmt::format("inputs:\n  - {{type: pcap, name: a, file: {}}}\n"
+                                            "outputs:\n  - {{type: file, name: kept, path: {}}}\n"
+                                            "  - {{type: file, name: gone, path: {}}}\n",
+                                            (dir / "a.pcap").string(), (dir / "kept").string(),
+                                            (dir / "gone").string()));
+  const auto without =
+      writeFile(dir / "without.yaml",
+                head + fmt::format("inputs:\n  - {{type: pcap, name: b, file: {}}}\n"
+                                   "outputs:\n  - {{type: file, name: kept, path: {}}}\n",
+                                   (dir / "b.pcap").string(), (dir / "kept").string()));
+  for (const auto& config : {with_both, without}) {
+    auto r = run({cisternBin(), "run", "-c", config.string(), "--exit-when-done"},
+                 std::chrono::seconds(60));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+  }
+  auto inspect = [&] {
+    auto r =
+        run({cisternBin(), "buffer", "inspect", "--data-dir", (dir / "data").string(), "--json"});
+    REQUIRE(r.exit_code == 0);
+    return nlohmann::json::parse(r.out);
+  };
+  auto pendingOf = [](const nlohmann::json& j, const std::string& name) {
+    for (const auto& c : j["consumers"]) {
+      if (c["name"] == name) return c["pending_records"].get<std::int64_t>();
+    }
+    return std::int64_t{-1};
+  };
+  const auto before = inspect();
+  REQUIRE(pendingOf(before, "gone") == 70);
+  REQUIRE(pendingOf(before, "kept") == 0);
+  REQUIRE(before["records"] == 70);
+
+  // Refused: an output still configured, and a name the buffer does not have.
+  auto still = run({cisternBin(), "buffer", "remove-consumer", "gone", "-c", with_both.string()});
+  CHECK(still.exit_code == 2);
+  CHECK_THAT(still.err, Catch::Contains("output 'gone' is still configured"));
+  auto unknown = run({cisternBin(), "buffer", "remove-consumer", "nope", "-c", without.string()});
+  CHECK(unknown.exit_code == 2);
+  CHECK_THAT(unknown.err, Catch::Contains("has no consumer 'nope' (it has: gone, kept)"));
+  CHECK(pendingOf(inspect(), "gone") == 70);
+
+  auto removed = run({cisternBin(), "buffer", "remove-consumer", "gone", "-c", without.string()});
+  INFO(removed.err);
+  CHECK(removed.exit_code == 0);
+  CHECK_THAT(removed.out,
+             Catch::Contains("removed consumer 'gone'") && Catch::Contains("70 records in"));
+  const auto after = inspect();
+  CHECK(pendingOf(after, "gone") == -1);
+  CHECK(pendingOf(after, "kept") == 0);
+  CHECK(after["records"] == 0);  // "kept" had acknowledged everything: the frames are gone
+
+  auto again = run({cisternBin(), "buffer", "remove-consumer", "gone", "-c", without.string()});
+  CHECK(again.exit_code == 2);
+}

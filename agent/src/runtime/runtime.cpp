@@ -169,8 +169,10 @@ Status Runtime::startOutputsAndInputs() {
     if (!configured && c.pending_frames > 0) {
       log->warn(
           "buffer consumer '{}' has no output in the config; the {} records it did not "
-          "acknowledge stay in the buffer until evicted",
-          c.name, c.pending_records);
+          "acknowledge stay in the buffer until evicted (with when_full: block they stop "
+          "capture once it is full): with the agent stopped, `cistern buffer remove-consumer "
+          "{} -c CONFIG` deletes it",
+          c.name, c.pending_records, c.name);
     }
   }
   std::vector<Input> inputs;

@@ -35,6 +35,20 @@ int bufferInspectCommand(const BufferToolOptions& options, std::FILE* out, std::
 // anything is wrong.
 int bufferVerifyCommand(const BufferToolOptions& options, std::FILE* out, std::FILE* err);
 
+struct RemoveConsumerOptions {
+  std::filesystem::path config_file;  // the agent's config: its data directory and buffer limits
+  std::string name;                   // the consumer: the name of the removed output
+  std::string version;
+};
+
+// `cistern buffer remove-consumer NAME -c CONFIG`: deletes the cursor of an output no longer in
+// the config (the local file with the stored remote config, as `run` would start), so the ring
+// stops keeping frames for it. Needs the agent stopped: the ring opens for writing with the
+// config's buffer limits. Exit 1 for a bad config; 2 when the output is still configured, the
+// ring has no such consumer, or the ring cannot be opened (another agent holds it).
+int bufferRemoveConsumerCommand(const RemoveConsumerOptions& options, std::FILE* out,
+                                std::FILE* err);
+
 struct RunOptions {
   std::filesystem::path config_file;
   // Exit once every input has finished (pcap files read to the end) and every output has
