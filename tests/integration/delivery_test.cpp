@@ -345,6 +345,46 @@ TEST_CASE("429 with Retry-After and 503 are retried as told; 400 is rejected and
   }
 }
 
+TEST_CASE("413 from a receiver's body limit: batches are cut until they fit, each record once",
+          "[integration]") {
+  OtlpMock mock;
+  REQUIRE(mock.error().empty());
+  NginxOptions options;
+  options.upstream = mock.url().substr(std::string("http://").size());
+  options.logs_prelude = "  client_max_body_size 4k;";  // nginx answers 413 above it
+  Nginx nginx(options);
+  REQUIRE(nginx.start().empty());
+  TempDir dir;
+  appendLines(dir / "app.log", 0, 400);
+  {
+    // One line alone over the limit, between others.
+    std::ofstream out(dir / "app.log", std::ios::app);
+    out << "big " << std::string(6000, 'x') << "\n";
+  }
+  appendLines(dir / "app.log", 400, 10);
+  const auto config = writeFile(
+      dir / "agent.yaml", agentYaml(dir, logInput(dir / "app.log"),
+                                    otlpOutput(fmt::format("http://127.0.0.1:{}", nginx.httpPort()),
+                                               "\n    compression: none")));
+  AgentProcess agent(config);
+  REQUIRE(agent.waitFor([&] { return lineCounts(mock.records()).size() >= 410; }, 60s));
+  agent.idle(500ms);
+  const auto report = agent.stop();
+  INFO(agent.err());
+  const auto counts = lineCounts(mock.records());
+  CHECK(counts.size() == 410);
+  for (const auto& [line, n] : counts) {
+    INFO(line);
+    CHECK(n == 1);
+  }
+  CHECK(AgentProcess::outputCounter(report, "processor", "batches_split") > 0);
+  CHECK(AgentProcess::outputCounter(report, "processor", "records_too_large") == 1);
+  CHECK(AgentProcess::outputCounter(report, "processor", "records_rejected") == 1);
+  CHECK(AgentProcess::output(report, "processor")["buffer"]["pending_records"] == 0);
+  CHECK_THAT(AgentProcess::output(report, "processor")["last_error"].get<std::string>(),
+             Catch::Contains("413"));
+}
+
 TEST_CASE("a receiver killed and restarted mid-run gets every record at least once",
           "[integration]") {
   OtlpMock mock;

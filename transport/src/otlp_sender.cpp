@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "batch_split.h"
 #include "transport_log.h"
 
 namespace cistern::transport {
@@ -146,6 +147,7 @@ struct OtlpSender::InFlight {
   std::uint64_t id = 0;
   bool finished = false;
   bool probe = false;
+  std::shared_ptr<const Batch> batch;  // null for a probe; kept for a split after a 413
   std::uint64_t records = 0;
   std::uint64_t unreadable = 0;
   std::size_t wire_bytes = 0;
@@ -361,8 +363,8 @@ void OtlpSender::afterWork(std::unique_ptr<Work> work, int status) {
           output_name_, work->batch->seq, stats.malformed, stats.unreadable);
     }
   }
-  startRequest(std::move(work->body), gzip_, stats.records, stats.unreadable, false, work->start,
-               std::move(work->done));
+  startRequest(std::move(work->body), gzip_, stats.records, stats.unreadable,
+               std::move(work->batch), work->start, std::move(work->done));
 }
 
 void OtlpSender::probe(std::function<void(SendResult)> done) {
@@ -395,16 +397,18 @@ void OtlpSender::probe(std::function<void(SendResult)> done) {
     return;
   }
   // The probe body is a few hundred bytes: encoded once, sent uncompressed.
-  startRequest(probe_body_, false, 0, 0, true, start, std::move(done));
+  startRequest(probe_body_, false, 0, 0, nullptr, start, std::move(done));
 }
 
 void OtlpSender::startRequest(std::shared_ptr<const std::string> body, bool gzip,
-                              std::uint64_t records, std::uint64_t unreadable, bool probe,
-                              Clock::time_point start, std::function<void(SendResult)> done) {
+                              std::uint64_t records, std::uint64_t unreadable,
+                              std::shared_ptr<const Batch> batch, Clock::time_point start,
+                              std::function<void(SendResult)> done) {
   auto request = std::make_shared<InFlight>();
   request->sender = this;
   request->id = next_request_++;
-  request->probe = probe;
+  request->probe = batch == nullptr;
+  request->batch = std::move(batch);
   request->records = records;
   request->unreadable = unreadable;
   request->wire_bytes = body->size();
@@ -446,7 +450,85 @@ void OtlpSender::finish(InFlight& request, const HttpResponse& response) {
   // and keeps no request memory while it is.
   if (in_flight_.empty() && work_pending_ == 0) bodies_->clear();
   const auto done = std::move(request.done);
+  if (response.status == 413 && !request.probe) {
+    sendSplit(std::move(request.batch), std::move(r), request.start, done);
+    return;
+  }
   done(r);
+}
+
+void OtlpSender::sendSplit(std::shared_ptr<const Batch> batch, SendResult refused,
+                           Clock::time_point start, std::function<void(SendResult)> done) {
+  auto halves = splitBatch(batch->frames);
+  if (!halves) {
+    // One record (or a frame that does not decode) over the limit: refused for good.
+    records_too_large_ += refused.rejected_records;
+    refused.error += " (a single record over the receiver's request size limit)";
+    done(std::move(refused));
+    return;
+  }
+  ++batches_split_;
+  auto half = [&](ReadBatch frames) {
+    auto b = std::make_shared<Batch>();
+    b->frames = std::move(frames);
+    b->seq = batch->seq;
+    b->attempt = std::max<std::uint32_t>(batch->attempt, 1);  // its records are counted already
+    return std::shared_ptr<const Batch>(std::move(b));
+  };
+  struct Split {
+    std::shared_ptr<const Batch> second;
+    std::uint64_t records = 0;
+    std::uint64_t bytes_sent = 0;
+    std::uint64_t rejected = 0;
+    std::uint64_t skipped = 0;
+    std::string error;
+    Clock::time_point start;
+    std::function<void(SendResult)> done;
+  };
+  auto split = std::make_shared<Split>();
+  split->second = half(std::move(halves->second));
+  split->records = batch->frames.records();
+  split->bytes_sent = refused.bytes_sent;
+  split->start = start;
+  split->done = std::move(done);
+  // A half's result: a retry ends the batch at once as kRetry; otherwise its rejections add up.
+  auto absorb = [split](SendResult& r) {
+    split->bytes_sent += r.bytes_sent;
+    if (r.outcome == Outcome::kRetry) {
+      r.bytes_sent = split->bytes_sent;
+      r.latency = Clock::now() - split->start;
+      split->done(std::move(r));
+      return false;
+    }
+    split->rejected += r.rejected_records;
+    split->skipped += r.skipped_records;
+    if (!r.error.empty()) split->error = std::move(r.error);
+    return true;
+  };
+  auto finishBoth = [split] {
+    SendResult r;
+    r.rejected_records = split->rejected;
+    r.skipped_records = split->skipped;
+    r.outcome = split->rejected > 0 && split->rejected + split->skipped >= split->records
+                    ? Outcome::kRejected
+                    : Outcome::kDelivered;
+    r.error = std::move(split->error);
+    r.bytes_sent = split->bytes_sent;
+    r.latency = Clock::now() - split->start;
+    split->done(std::move(r));
+  };
+  send(half(std::move(halves->first)), [this, split, absorb, finishBoth](SendResult first) {
+    if (!absorb(first)) return;
+    if (closing_) {
+      SendResult closed = closedResult(split->start);
+      closed.bytes_sent = split->bytes_sent;
+      split->done(std::move(closed));
+      return;
+    }
+    send(std::move(split->second), [absorb, finishBoth](SendResult second) {
+      if (absorb(second)) finishBoth();
+    });
+  });
 }
 
 void OtlpSender::close(std::function<void()> closed) {
@@ -501,7 +583,9 @@ std::vector<Counter> OtlpSender::counters() const {
           {"attributes_bytes_value", attributes_bytes_value_},
           {"records_malformed", records_malformed_},
           {"records_unreadable", records_unreadable_},
-          {"responses_unparseable", responses_unparseable_}};
+          {"responses_unparseable", responses_unparseable_},
+          {"batches_split", batches_split_},
+          {"records_too_large", records_too_large_}};
 }
 
 Result<std::unique_ptr<Sender>> makeOtlpSender(platform::EventLoop& loop, HttpClient& client,

@@ -19,6 +19,14 @@
 //   and nginx's 400 for  meet the same answer; the data is kept until the configuration is fixed
 //   a missing client     rather than dropped, although the OTLP spec does not retry them
 //   certificate
+//   413                  the body is over the receiver's size limit (nginx's default
+//                        client_max_body_size is 1 MiB), which says nothing of the data: the
+//                        batch is cut in two halves of records (batch_split.h), sent one after
+//                        the other and cut again on another 413. The batch's result combines
+//                        theirs: a half that must be retried makes the whole batch kRetry (the
+//                        half delivered before it is sent again: at-least-once), and only a
+//                        record that alone is over the limit is rejected (counted in
+//                        records_too_large). Counted in batches_split.
 //   anything else        kRejected: the whole batch is refused for good and never resent (400 is
 //                        never retried, per the spec)
 #pragma once
@@ -83,7 +91,9 @@ class OtlpSender final : public Sender {
   // Loop thread. In a stable order: records_bytes_body (log and syslog bodies sent as
   // bytes_value, not UTF-8), attributes_bytes_value, records_malformed (metadata that did not
   // decode, sent as bytes), records_unreadable (not sent: damaged frame body; reported as
-  // skipped), responses_unparseable (2xx bodies that were not an ExportLogsServiceResponse).
+  // skipped), responses_unparseable (2xx bodies that were not an ExportLogsServiceResponse),
+  // batches_split (cut in two after a 413), records_too_large (alone over the receiver's limit:
+  // rejected).
   // Record figures are counted at a batch's first attempt only, so resends do not inflate them.
   [[nodiscard]] std::vector<Counter> counters() const override;
 
@@ -112,9 +122,13 @@ class OtlpSender final : public Sender {
  private:
   void afterWork(std::unique_ptr<Work> work, int status);
   void startRequest(std::shared_ptr<const std::string> body, bool gzip, std::uint64_t records,
-                    std::uint64_t unreadable, bool probe,
+                    std::uint64_t unreadable, std::shared_ptr<const Batch> batch,
                     std::chrono::steady_clock::time_point start,
                     std::function<void(SendResult)> done);
+  // After a 413 for `batch` (answered with `refused`): sends its halves one after the other and
+  // calls `done` once with the combined result.
+  void sendSplit(std::shared_ptr<const Batch> batch, SendResult refused,
+                 std::chrono::steady_clock::time_point start, std::function<void(SendResult)> done);
   void finish(InFlight& request, const HttpResponse& response);
   // Runs `fn` on the loop thread after the current callback (inline when the loop is stopping).
   void defer(std::function<void()> fn);
@@ -147,6 +161,8 @@ class OtlpSender final : public Sender {
   std::uint64_t records_malformed_ = 0;
   std::uint64_t records_unreadable_ = 0;
   std::uint64_t responses_unparseable_ = 0;
+  std::uint64_t batches_split_ = 0;
+  std::uint64_t records_too_large_ = 0;
   std::chrono::steady_clock::time_point last_record_warning_;
   std::chrono::steady_clock::time_point last_response_warning_;
 };

@@ -11,6 +11,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "batch_split.h"
 #include "fake_http_client.h"
 #include "opentelemetry/proto/collector/logs/v1/logs_service.pb.h"
 #include "otlp_encode.h"
@@ -288,7 +289,7 @@ TEST_CASE("OtlpSender retries 429, 502, 503 and 504 only, with Retry-After", "[u
 
 TEST_CASE("OtlpSender rejects for good on other statuses, 400 included", "[unit]") {
   SenderFixture f;
-  for (const int status : {400, 408, 413, 500, 501, 302}) {
+  for (const int status : {400, 408, 500, 501, 302}) {
     const auto r = f.roundTrip(FakeHttpClient::status(status, "nope"), 4);
     INFO("status " << status);
     CHECK(r.outcome == Outcome::kRejected);
@@ -298,6 +299,155 @@ TEST_CASE("OtlpSender rejects for good on other statuses, 400 included", "[unit]
     CHECK(r.error ==
           "HTTP " + std::to_string(status) + " from http://collector.test:4318/v1/logs: nope");
   }
+}
+
+namespace {
+
+// The log-line bodies of every record in a request body, in order.
+std::vector<std::string> linesOf(const std::string& body) {
+  pb_collector::ExportLogsServiceRequest decoded;
+  REQUIRE(decoded.ParseFromString(body));
+  std::vector<std::string> out;
+  for (const auto& rl : decoded.resource_logs()) {
+    for (const auto& sl : rl.scope_logs()) {
+      for (const auto& r : sl.log_records()) out.push_back(r.body().string_value());
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> lineRange(int from, int to) {
+  std::vector<std::string> out;
+  for (int i = from; i < to; ++i) out.push_back("line " + std::to_string(i));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("splitBatch halves a batch between frames, or one frame between its records", "[unit]") {
+  SECTION("several frames: cut between frames where the bytes are closest to half") {
+    testing::BatchBuilder builder;
+    const std::vector<int> sizes{1, 1, 6, 1, 1};  // records per frame
+    int n = 0;
+    for (std::size_t f = 0; f < sizes.size(); ++f) {
+      builder.frame(10 + f);
+      for (int i = 0; i < sizes[f]; ++i, ++n) {
+        builder.logLine("app", 1000 + static_cast<std::uint64_t>(n), "/a.log", 0, 0,
+                        "line " + std::to_string(n));
+      }
+    }
+    const ReadBatch batch = builder.build();
+    const auto halves = splitBatch(batch);
+    REQUIRE(halves);
+    // Frames 10, 11 (2 records) before the big frame 12 would be the closest cut below half;
+    // the cut keeps whole frames and both halves non-empty.
+    std::vector<FrameId> first;
+    std::vector<FrameId> second;
+    for (const auto& f : halves->first.frames()) first.push_back(f.id);
+    for (const auto& f : halves->second.frames()) second.push_back(f.id);
+    CHECK(first == std::vector<FrameId>{10, 11});
+    CHECK(second == std::vector<FrameId>{12, 13, 14});
+    CHECK(halves->first.records() + halves->second.records() == 10);
+    CHECK(halves->first.bodyBytes() + halves->second.bodyBytes() == batch.bodyBytes());
+  }
+  SECTION("one frame: cut between records at half their count, same frame id") {
+    const auto batch = makeBatch(7);
+    const auto halves = splitBatch(batch->frames);
+    REQUIRE(halves);
+    REQUIRE(halves->first.size() == 1);
+    REQUIRE(halves->second.size() == 1);
+    const auto& a = halves->first.frames()[0];
+    const auto& b = halves->second.frames()[0];
+    CHECK(a.id == 41);
+    CHECK(b.id == 41);
+    CHECK(a.record_count == 3);
+    CHECK(b.record_count == 4);
+    CHECK(a.first_ts == 1000);
+    CHECK(a.last_ts == 1002);
+    CHECK(b.first_ts == 1003);
+    CHECK(b.last_ts == 1006);
+    CHECK(a.body.size() + b.body.size() == batch->frames.frames()[0].body.size());
+    // Each half decodes to its records.
+    RecordReader reader(b.body);
+    std::uint64_t count = 0;
+    while (const auto* r = reader.next()) {
+      CHECK(r->timestamp_ns == 1003 + count);
+      ++count;
+    }
+    CHECK_FALSE(reader.failed());
+    CHECK(count == 4);
+  }
+  SECTION("one record, or nothing, cannot be cut") {
+    CHECK_FALSE(splitBatch(makeBatch(1)->frames));
+    CHECK_FALSE(splitBatch(ReadBatch{}));
+  }
+}
+
+TEST_CASE("OtlpSender cuts a batch refused with 413 until its halves fit, each record once",
+          "[unit]") {
+  SenderFixture f;
+  // The whole (8 records) and its first half (4) are too large; quarters and the second half
+  // fit. The halves go one after the other, so the answers come in this order.
+  for (const int status : {413, 413, 200, 200, 200}) f.http->script(FakeHttpClient::status(status));
+  f.send(makeBatch(8));
+  REQUIRE(f.results->waitFor(1));
+  const auto r = f.results->all().back();
+  CHECK(r.outcome == Outcome::kDelivered);
+  CHECK(r.rejected_records == 0);
+  CHECK(r.error.empty());
+  const auto requests = f.http->requests();
+  REQUIRE(requests.size() == 5);
+  CHECK(linesOf(*requests[0].body) == lineRange(0, 8));
+  CHECK(linesOf(*requests[1].body) == lineRange(0, 4));
+  CHECK(linesOf(*requests[2].body) == lineRange(0, 2));
+  CHECK(linesOf(*requests[3].body) == lineRange(2, 4));
+  CHECK(linesOf(*requests[4].body) == lineRange(4, 8));
+  std::uint64_t wire = 0;
+  for (const auto& q : requests) wire += q.body->size();
+  CHECK(r.bytes_sent == wire);
+  const auto counters = f.counters();
+  CHECK(counter(counters, "batches_split") == 2);
+  CHECK(counter(counters, "records_too_large") == 0);
+}
+
+TEST_CASE("OtlpSender rejects only a record that alone is over the receiver's limit", "[unit]") {
+  SenderFixture f;
+  SECTION("a batch of one record") {
+    const auto r = f.roundTrip(FakeHttpClient::status(413, "too big"), 1);
+    CHECK(r.outcome == Outcome::kRejected);
+    CHECK(r.rejected_records == 1);
+    CHECK_THAT(r.error, Catch::StartsWith("HTTP 413 from http://collector.test:4318/v1/logs") &&
+                            Catch::Contains("a single record over the receiver's request size"));
+    CHECK(counter(f.counters(), "records_too_large") == 1);
+  }
+  SECTION("one record of two") {
+    for (const int status : {413, 413, 200}) f.http->script(FakeHttpClient::status(status));
+    f.send(makeBatch(2));
+    REQUIRE(f.results->waitFor(1));
+    const auto r = f.results->all().back();
+    CHECK(r.outcome == Outcome::kDelivered);
+    CHECK(r.rejected_records == 1);
+    CHECK_THAT(r.error, Catch::Contains("HTTP 413"));
+    CHECK(linesOf(*f.http->requests().at(2).body) == lineRange(1, 2));
+    CHECK(counter(f.counters(), "records_too_large") == 1);
+    CHECK(counter(f.counters(), "batches_split") == 1);
+  }
+}
+
+TEST_CASE("OtlpSender retries the whole batch when a half of a cut batch must be retried",
+          "[unit]") {
+  SenderFixture f;
+  auto busy = FakeHttpClient::status(503);
+  busy.retry_after = std::chrono::milliseconds(2000);
+  f.http->script(FakeHttpClient::status(413));
+  f.http->script(busy);
+  f.send(makeBatch(6));
+  REQUIRE(f.results->waitFor(1));
+  const auto r = f.results->all().back();
+  CHECK(r.outcome == Outcome::kRetry);
+  CHECK(r.pushback);
+  CHECK(r.retry_after == std::chrono::milliseconds(2000));
+  CHECK(f.http->requests().size() == 2);  // the second half was not sent
 }
 
 TEST_CASE("OtlpSender keeps the data on configuration errors: retried, never rejected", "[unit]") {
