@@ -684,15 +684,23 @@ TEST_CASE("tcp and tls: a receiver that stops reading: unacknowledged batches ti
     auto options = outputOptions(rsyslog.endpoint(scheme));
     options.ack_timeout = 1s;
     h.make(rsyslog.endpoint(scheme), options);
-    // 100 KB batches: four in flight are more than a stopped receiver's socket buffer takes.
+    // 100 KB batches. A stopped receiver's socket keeps taking bytes (and its TCP stack
+    // acknowledging them) until its receive buffer is full, and Linux autotunes that buffer up to
+    // tcp_rmem's maximum (32 MiB on Debian 12) while the receiver reads fast. The 7.5 MB sent
+    // after the stop are more than the buffer grew to in 500 KB; 2.5 MB once were not (a busy
+    // machine), and nothing timed out.
+    constexpr std::uint64_t kBatches = 80;
     std::map<std::uint64_t, BatchBuilder> batches;
-    for (std::uint64_t seq = 1; seq <= 30; ++seq) batches[seq] = batchOf(prefix, seq, 1, 100, 1000);
-    // The receiver stops reading on another thread while sends go on.
+    for (std::uint64_t seq = 1; seq <= kBatches; ++seq) {
+      batches[seq] = batchOf(prefix, seq, 1, 100, 1000);
+    }
+    // The receiver stops reading after five batches, at once (this callback runs on the test's
+    // thread between sends), and resumes 2.5 s later, from another thread while sends go on.
     Joined disruptor;
     const Delivery d = deliverAll(h, batches, 4, 90s, [&](std::size_t delivered) {
       if (delivered < 5 || disruptor.thread.joinable()) return;
+      rsyslog.signal(SIGSTOP);
       disruptor.thread = std::thread([&] {
-        rsyslog.signal(SIGSTOP);
         std::this_thread::sleep_for(2500ms);
         rsyslog.signal(SIGCONT);
       });
@@ -705,10 +713,10 @@ TEST_CASE("tcp and tls: a receiver that stops reading: unacknowledged batches ti
       timed_out = timed_out || r.error.find("ack_timeout") != std::string::npos;
     }
     CHECK(timed_out);
-    REQUIRE(rsyslog.waitUntil([&](const auto& m) { return arrivals(m, prefix).size() == 3000; },
-                              kWait));
+    REQUIRE(rsyslog.waitUntil(
+        [&](const auto& m) { return arrivals(m, prefix).size() == kBatches * 100; }, kWait));
     const auto seen = arrivals(rsyslog.messages(), prefix);
-    CHECK(seen.size() == 3000);  // no loss: the receiver read everything it acknowledged
+    CHECK(seen.size() == kBatches * 100);  // no loss: the receiver read everything it acknowledged
     std::size_t duplicates = 0;
     for (const auto& [id, n] : seen) duplicates += static_cast<std::size_t>(n - 1);
     WARN(scheme << ": " << d.retries.size() << " batch attempts retried, " << duplicates
