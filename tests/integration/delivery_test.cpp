@@ -112,6 +112,13 @@ std::map<std::string, int> lineCounts(const std::vector<cistern::testing::OtlpLo
   return seen;
 }
 
+// nginx options that proxy /v1/logs to `mock`.
+NginxOptions inFrontOf(const OtlpMock& mock) {
+  NginxOptions options;
+  options.upstream = mock.url().substr(std::string("http://").size());
+  return options;
+}
+
 std::string agentYaml(const TempDir& dir, const std::string& inputs, const std::string& outputs) {
   return fmt::format(R"(agent:
   id: sensor-7
@@ -229,8 +236,7 @@ TEST_CASE(
   REQUIRE(pki.error.empty());
   OtlpMock mock;
   REQUIRE(mock.error().empty());
-  NginxOptions options;
-  options.upstream = mock.url().substr(std::string("http://").size());
+  NginxOptions options = inFrontOf(mock);
   Nginx nginx(options);
   REQUIRE(nginx.start().empty());
 
@@ -349,8 +355,7 @@ TEST_CASE("413 from a receiver's body limit: batches are cut until they fit, eac
           "[integration]") {
   OtlpMock mock;
   REQUIRE(mock.error().empty());
-  NginxOptions options;
-  options.upstream = mock.url().substr(std::string("http://").size());
+  NginxOptions options = inFrontOf(mock);
   options.logs_prelude = "  client_max_body_size 4k;";  // nginx answers 413 above it
   Nginx nginx(options);
   REQUIRE(nginx.start().empty());
@@ -389,8 +394,7 @@ TEST_CASE("a receiver killed and restarted mid-run gets every record at least on
           "[integration]") {
   OtlpMock mock;
   REQUIRE(mock.error().empty());
-  NginxOptions options;
-  options.upstream = mock.url().substr(std::string("http://").size());
+  NginxOptions options = inFrontOf(mock);
   Nginx nginx(options);
   REQUIRE(nginx.start().empty());
   TempDir dir;
@@ -422,8 +426,7 @@ TEST_CASE("an output fails over to the standby receiver and back", "[integration
   OtlpMock standby;
   REQUIRE(primary.error().empty());
   REQUIRE(standby.error().empty());
-  NginxOptions options;
-  options.upstream = primary.url().substr(std::string("http://").size());
+  NginxOptions options = inFrontOf(primary);
   Nginx front(options);  // the primary's address, which can go away and come back
   REQUIRE(front.start().empty());
   TempDir dir;

@@ -461,9 +461,14 @@ void OtlpSender::sendSplit(std::shared_ptr<const Batch> batch, SendResult refuse
                            Clock::time_point start, std::function<void(SendResult)> done) {
   auto halves = splitBatch(batch->frames);
   if (!halves) {
-    // One record (or a frame that does not decode) over the limit: refused for good.
-    records_too_large_ += refused.rejected_records;
-    refused.error += " (a single record over the receiver's request size limit)";
+    // Refused for good: one record alone over the limit, or a frame whose damaged body cannot be
+    // cut between records (its records are rejected, not counted as too large).
+    if (batch->frames.records() == 1) {
+      records_too_large_ += refused.rejected_records;
+      refused.error += " (a single record over the receiver's request size limit)";
+    } else {
+      refused.error += " (a damaged frame that cannot be cut into smaller requests)";
+    }
     done(std::move(refused));
     return;
   }
