@@ -201,7 +201,8 @@ struct Delivery {
 
 Delivery deliverAll(Harness& h, const std::map<std::uint64_t, BatchBuilder>& batches,
                     std::size_t in_flight, std::chrono::milliseconds timeout,
-                    const std::function<void(std::size_t delivered)>& on_delivered = {}) {
+                    const std::function<void(std::size_t delivered)>& on_delivered = {},
+                    const std::function<std::string()>& context = {}) {
   struct Event {
     std::uint64_t seq;
     SendResult result;
@@ -220,8 +221,8 @@ Delivery deliverAll(Harness& h, const std::map<std::uint64_t, BatchBuilder>& bat
     const auto now = std::chrono::steady_clock::now();
     if (now > deadline) {
       FAIL("delivery did not finish in time: " << out.final.size() << " of " << batches.size()
-                                               << " delivered, " << out.retries.size()
-                                               << " retries");
+                                               << " delivered, " << out.retries.size() << " retries"
+                                               << (context ? context() : ""));
     }
     while (outstanding < in_flight && !pending.empty() && now >= not_before) {
       const std::uint64_t seq = pending.front();
@@ -639,26 +640,45 @@ TEST_CASE("relp: a receiver restarted mid-run loses nothing; in-flight batches a
     for (std::uint64_t seq = 1; seq <= 40; ++seq) batches[seq] = batchOf(prefix, seq, 1, 25);
     // Stopped on another thread while batches are in flight (sends go on), down for a while
     // (sends fail), then back.
+    // The test is about the sender, so the receiver comes back whatever its stop did: rsyslogd
+    // has been seen (under a loaded CI machine) to end in SIGABRT on SIGTERM with RELP sessions
+    // open, and not to listen again within start()'s bound; its own failures are warned about,
+    // and only a receiver that never comes back fails the test.
     Joined disruptor;
-    std::string disruption_error;
-    const Delivery d = deliverAll(h, batches, 4, 90s, [&](std::size_t delivered) {
-      if (delivered < 8 || disruptor.thread.joinable()) return;
-      disruptor.thread = std::thread([&] {
-        disruption_error = rsyslog.stop();
-        std::this_thread::sleep_for(500ms);
-        // rsyslogd has been seen (once, under a loaded CI machine) not to listen again within
-        // start()'s bound; the test is about the sender, so a failed start is tried again.
-        for (int attempt = 0; attempt < 3 && disruption_error.empty(); ++attempt) {
-          const std::string failed = rsyslog.start();
-          if (failed.empty()) break;
-          if (attempt == 2) disruption_error = failed;
-          std::this_thread::sleep_for(1s);
-        }
-      });
-    });
+    std::mutex disruption_mu;
+    std::string stop_error;
+    std::string start_error = "not yet restarted";
+    const auto disruption = [&] {
+      std::lock_guard lk(disruption_mu);
+      return "\nreceiver stop: " + (stop_error.empty() ? "clean" : stop_error) +
+             "\nreceiver restart: " + (start_error.empty() ? "listening" : start_error);
+    };
+    const Delivery d = deliverAll(
+        h, batches, 4, 90s,
+        [&](std::size_t delivered) {
+          if (delivered < 8 || disruptor.thread.joinable()) return;
+          disruptor.thread = std::thread([&] {
+            std::string stopped = rsyslog.stop();  // reaped or killed: it is gone either way
+            {
+              std::lock_guard lk(disruption_mu);
+              stop_error = std::move(stopped);
+            }
+            std::this_thread::sleep_for(500ms);
+            std::string started;
+            for (int attempt = 0; attempt < 3; ++attempt) {
+              started = rsyslog.start();
+              if (started.empty()) break;
+              std::this_thread::sleep_for(1s);
+            }
+            std::lock_guard lk(disruption_mu);
+            start_error = std::move(started);
+          });
+        },
+        disruption);
     REQUIRE(disruptor.thread.joinable());
     disruptor.thread.join();
-    REQUIRE(disruption_error == "");
+    REQUIRE(start_error == "");
+    if (!stop_error.empty()) WARN(scheme << ": rsyslogd's own stop failed: " << stop_error);
     CHECK_FALSE(d.retries.empty());
     for (const auto& r : d.retries) CHECK_FALSE(r.config_error);
     for (const auto& [seq, r] : d.final) CHECK(r.outcome == Outcome::kDelivered);
