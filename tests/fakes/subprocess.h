@@ -34,6 +34,11 @@ class Child {
     int out_pipe[2];
     int err_pipe[2];
     if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) std::abort();
+    // Built before the fork: the child of a threaded test binary calls only async-signal-safe
+    // functions until it execs.
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
     pid_ = ::fork();
     if (pid_ < 0) std::abort();
     if (pid_ == 0) {
@@ -41,9 +46,6 @@ class Child {
       ::dup2(devnull, 0);
       ::dup2(out_pipe[1], 1);
       ::dup2(err_pipe[1], 2);
-      std::vector<char*> args;
-      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
       ::execv(args[0], args.data());
       ::_exit(127);
     }
