@@ -226,6 +226,8 @@ struct LmdbRing::Impl {
   // or on the writer thread.
   mutable std::atomic<std::uint64_t> map_size{0};
   mutable std::atomic<const std::byte*> map_addr{nullptr};
+  // Frame bytes reads have mapped since the map was last released (read.cpp).
+  mutable std::atomic<std::uint64_t> read_since_release{0};
   std::uint64_t map_size_limit = 0;
   mutable std::shared_mutex txn_gate;
 

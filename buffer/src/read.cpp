@@ -49,7 +49,14 @@ void LmdbRing::Impl::releaseRange(const void* p, std::size_t n) const {
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+namespace {
+// Frame bytes reads may map before the map is released (see the end of read()): the resident
+// set's allowance for reads, beyond their batches.
+constexpr std::uint64_t kReadReleaseBytes = 8U << 20U;
+}  // namespace
+
 void LmdbRing::Impl::releaseMap() const {
+  read_since_release.store(0, std::memory_order_relaxed);
   const std::byte* base = map_addr.load();
   if (base != nullptr) ::madvise(const_cast<std::byte*>(base), map_size.load(), MADV_DONTNEED);
 }
@@ -88,7 +95,7 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
 
   const bool forward = dir == Direction::kForward;
   FrameId pos = from == 0 ? 1 : from;
-  bool touched = false;
+  std::uint64_t touched = 0;  // stored bytes of the frames this read mapped
   while (out.size() < limits.max_frames && (out.empty() || out.bodyBytes() < limits.max_bytes)) {
     FrameId want = pos;
     if (c != nullptr) {
@@ -144,18 +151,21 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
         view.stored_bytes = static_cast<std::uint32_t>(stored.size());
         out.addFrame(view, at, header->raw_len);
       }
-      touched = true;
+      touched += v.mv_size;
     }
     if (!forward && pos == 0) break;
   }
-  // Everything the read mapped leaves the resident set here, once: the frames it checked and
-  // copied (at most max_bytes and max_frames of them, and a copy of each is in `out` anyway) and
-  // the tree pages the cursor walked, whose folios hold other frames (without this a drain left
-  // 20-30 MB of them resident, 4 GiB backlog). Releasing each frame as it was copied instead
-  // tore down and re-faulted the 2 MiB mapping the next frame shared with it: 25 % more CPU per
-  // GB delivered (deliver bench, median of 6 interleaved runs) and 19 % slower reads (buffer
-  // bench), for the same peak RSS.
-  if (touched) releaseMap();
+  // What reads mapped (the frames they checked and copied, a copy of each is in their batch,
+  // and the tree pages the cursor walked, whose folios hold other frames) leaves the resident
+  // set once reads have mapped kReadReleaseBytes since the map was last released, by a read or
+  // by the writer's commit. Releasing after each frame re-faulted the 2 MiB mapping the next
+  // frame shared with it, and after each read re-faulted the tree and the mapping a 1 MiB batch
+  // shares with the next one: measured on the deliver bench, each cost about a quarter more
+  // CPU per GB delivered; never releasing kept the whole drained backlog resident.
+  if (touched > 0 && read_since_release.fetch_add(touched, std::memory_order_relaxed) + touched >=
+                         kReadReleaseBytes) {
+    releaseMap();
+  }
   out.seal();
   *next_pos = pos;
   return out.size();
