@@ -198,6 +198,10 @@ struct LmdbRing::Impl {
   void releaseRange(const void* p, std::size_t n) const;
   // Releases the whole map; the writer calls it after every commit.
   void releaseMap() const;
+  // Counts the folios a frame value just touched (read or deleted) maps, `last_folio` being
+  // the caller's previous one, and releases the whole map once 16 MiB of them have been mapped
+  // since it was last released (see read.cpp).
+  void mapped(const void* p, std::size_t n, std::uintptr_t& last_folio) const;
   // Reads the map's size and address after open or a resize. LMDB reports the address only
   // for MDB_FIXEDMAP, so it is found in /proc/self/maps (releaseRange is a no-op without it).
   void locateMap() const;
@@ -226,8 +230,9 @@ struct LmdbRing::Impl {
   // or on the writer thread.
   mutable std::atomic<std::uint64_t> map_size{0};
   mutable std::atomic<const std::byte*> map_addr{nullptr};
-  // Frame bytes reads have mapped since the map was last released (read.cpp).
-  mutable std::atomic<std::uint64_t> read_since_release{0};
+  // Folio bytes reads and deletes have mapped since the map was last released (read.cpp).
+  mutable std::atomic<std::uint64_t> mapped_since_release{0};
+  std::uintptr_t last_deleted_folio = 0;  // writer thread
   std::uint64_t map_size_limit = 0;
   mutable std::shared_mutex txn_gate;
 

@@ -49,16 +49,36 @@ void LmdbRing::Impl::releaseRange(const void* p, std::size_t n) const {
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
-namespace {
-// Frame bytes reads may map before the map is released (see the end of read()): the resident
-// set's allowance for reads, beyond their batches.
-constexpr std::uint64_t kReadReleaseBytes = 8U << 20U;
-}  // namespace
-
 void LmdbRing::Impl::releaseMap() const {
-  read_since_release.store(0, std::memory_order_relaxed);
+  mapped_since_release.store(0, std::memory_order_relaxed);
   const std::byte* base = map_addr.load();
   if (base != nullptr) ::madvise(const_cast<std::byte*>(base), map_size.load(), MADV_DONTNEED);
+}
+
+// What reads and deletes map (the folios around the frames they touch, and the tree pages the
+// cursor walked, whose folios hold other frames) leaves the resident set once 16 MiB of folios
+// have been mapped since the map was last released, here or by the writer's commit: the
+// resident set's allowance beyond read batches and the write transaction. Releasing after each
+// frame re-faulted the 2 MiB mapping the next frame shared with it, and releasing after each
+// 1 MiB read re-faulted the tree and the mapping the next read shared: measured on the deliver
+// bench, each cost about a quarter more CPU per GB delivered. Never releasing kept the whole
+// drained backlog resident.
+void LmdbRing::Impl::mapped(const void* p, std::size_t n, std::uintptr_t& last_folio) const {
+  constexpr std::uintptr_t kFolio = 2U << 20U;  // as in releaseRange
+  constexpr std::uint64_t kReleaseBytes = 8 * kFolio;
+  const auto map_begin = reinterpret_cast<std::uintptr_t>(map_addr.load());
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  // A value dirty in the current write transaction lives on the heap: nothing mapped.
+  if (n == 0 || at < map_begin || at + n > map_begin + map_size.load()) return;
+  std::uintptr_t first = at & ~(kFolio - 1);
+  const std::uintptr_t last = (at + n - 1) & ~(kFolio - 1);
+  if (first == last_folio) first += kFolio;  // already counted
+  last_folio = last;
+  if (first > last) return;
+  const std::uint64_t bytes = last - first + kFolio;
+  if (mapped_since_release.fetch_add(bytes, std::memory_order_relaxed) + bytes >= kReleaseBytes) {
+    releaseMap();
+  }
 }
 
 void LmdbRing::Impl::reportCorrupt(std::size_t index, FrameId id, const Error& why) {
@@ -95,7 +115,7 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
 
   const bool forward = dir == Direction::kForward;
   FrameId pos = from == 0 ? 1 : from;
-  std::uint64_t touched = 0;  // stored bytes of the frames this read mapped
+  std::uintptr_t last_folio = 0;  // the folio of the last frame this read mapped
   while (out.size() < limits.max_frames && (out.empty() || out.bodyBytes() < limits.max_bytes)) {
     FrameId want = pos;
     if (c != nullptr) {
@@ -151,20 +171,9 @@ Result<std::size_t> LmdbRing::Impl::read(std::size_t index, FrameId from, Direct
         view.stored_bytes = static_cast<std::uint32_t>(stored.size());
         out.addFrame(view, at, header->raw_len);
       }
-      touched += v.mv_size;
+      mapped(v.mv_data, v.mv_size, last_folio);
     }
     if (!forward && pos == 0) break;
-  }
-  // What reads mapped (the frames they checked and copied, a copy of each is in their batch,
-  // and the tree pages the cursor walked, whose folios hold other frames) leaves the resident
-  // set once reads have mapped kReadReleaseBytes since the map was last released, by a read or
-  // by the writer's commit. Releasing after each frame re-faulted the 2 MiB mapping the next
-  // frame shared with it, and after each read re-faulted the tree and the mapping a 1 MiB batch
-  // shares with the next one: measured on the deliver bench, each cost about a quarter more
-  // CPU per GB delivered; never releasing kept the whole drained backlog resident.
-  if (touched > 0 && read_since_release.fetch_add(touched, std::memory_order_relaxed) + touched >=
-                         kReadReleaseBytes) {
-    releaseMap();
   }
   out.seal();
   *next_pos = pos;

@@ -764,8 +764,8 @@ void LmdbRing::Impl::evictOldest(MDB_txn* txn, TxnState& st, const IndexEntry& e
   ++st.evicted_frames;
 }
 
-// Deletes a frame's value and releases its pages: LMDB reads the first page of an overflow
-// value to free it, which maps the surrounding folio into RSS.
+// Deletes a frame's value and counts its pages as mapped: LMDB reads the first page of an
+// overflow value to free it, which maps the surrounding folio into RSS.
 Status LmdbRing::Impl::dropFrameValue(MDB_txn* txn, FrameId id, const char* what) {
   MDB_cursor* raw = nullptr;
   int rc = mdb_cursor_open(txn, dbi_frames, &raw);
@@ -781,7 +781,7 @@ Status LmdbRing::Impl::dropFrameValue(MDB_txn* txn, FrameId id, const char* what
   const std::size_t size = v.mv_size;
   rc = mdb_cursor_del(raw, 0);
   if (rc != 0) return tl::unexpected(lmdb::error(rc, what));
-  releaseRange(where, size);
+  mapped(where, size, last_deleted_folio);
   return ok();
 }
 
