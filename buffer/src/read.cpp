@@ -26,14 +26,15 @@ Result<ReadTxn> LmdbRing::Impl::beginRead() const {
   return fail(ErrorCode::kIo, "beginning a read: the map keeps being resized", true);
 }
 
-// Drops the pages of a frame just copied out of the map from this process's resident set. The
-// map is a shared, read-only file mapping, so this discards nothing but page-table entries: a
-// later access faults the page back in from the page cache. Without it, RSS would grow with
-// every frame ever read, up to the size of the backlog.
+// Drops a range of the map from this process's resident set. The map is a shared, read-only
+// file mapping, so this discards nothing but page-table entries: a later access faults the page
+// back in from the page cache. Without it, RSS would grow with every frame ever read, up to the
+// size of the backlog.
 //
-// The kernel maps whole page-cache folios (up to hundreds of KiB on recent kernels) on a fault,
-// so even touching a frame's header pulls the frame into RSS: the writer releases what it wrote,
-// evicted or deleted; a read releases the whole map once at its end (see read()).
+// The kernel maps whole page-cache folios (up to 2 MiB on recent kernels) on a fault, so even
+// touching a frame's header pulls the frame and its neighbours into RSS: the writer releases
+// what it wrote and the whole map after each commit; reads and deletes count what they mapped
+// and release the whole map now and then (mapped()).
 void LmdbRing::Impl::releaseRange(const void* p, std::size_t n) const {
   // Widened to the largest folio the kernel maps at once (a PMD, 2 MiB): a fault on a value's
   // first page also maps the folio's pages before it, which belong to a neighbour.
