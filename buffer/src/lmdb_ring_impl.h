@@ -199,7 +199,7 @@ struct LmdbRing::Impl {
   // Releases the whole map; the writer calls it after every commit.
   void releaseMap() const;
   // Counts the folios a frame value just touched (read or deleted) maps, `last_folio` being
-  // the caller's previous one, and releases the whole map once 16 MiB of them have been mapped
+  // the caller's previous one, and releases the whole map once 8 MiB of them have been mapped
   // since it was last released (see read.cpp).
   void mapped(const void* p, std::size_t n, std::uintptr_t& last_folio) const;
   // Reads the map's size and address after open or a resize. LMDB reports the address only
