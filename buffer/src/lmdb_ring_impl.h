@@ -196,6 +196,8 @@ struct LmdbRing::Impl {
   // Drops a range of the map from this process's resident set (see read.cpp). Ranges outside
   // the map (a value dirty in the current write transaction lives on the heap) are ignored.
   void releaseRange(const void* p, std::size_t n) const;
+  // Whether [p, p + n) is inside the map (n > 0, the map located).
+  bool inMap(const void* p, std::size_t n) const;
   // Releases the whole map; the writer calls it after every commit.
   void releaseMap() const;
   // Counts the folios a frame value just touched (read or deleted) maps, `last_folio` being

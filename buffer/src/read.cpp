@@ -35,16 +35,24 @@ Result<ReadTxn> LmdbRing::Impl::beginRead() const {
 // touching a frame's header pulls the frame and its neighbours into RSS: the writer releases
 // what it wrote and the whole map after each commit; reads and deletes count what they mapped
 // and release the whole map now and then (mapped()).
+namespace {
+// The largest folio the kernel maps at once (a PMD, 2 MiB): a fault on a value's first page also
+// maps the folio's pages before it, which belong to a neighbour.
+constexpr std::uintptr_t kFolio = 2U << 20U;
+}  // namespace
+
+bool LmdbRing::Impl::inMap(const void* p, std::size_t n) const {
+  const auto map_begin = reinterpret_cast<std::uintptr_t>(map_addr.load());
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  return map_begin != 0 && n > 0 && at >= map_begin && at + n <= map_begin + map_size.load();
+}
+
 void LmdbRing::Impl::releaseRange(const void* p, std::size_t n) const {
-  // Widened to the largest folio the kernel maps at once (a PMD, 2 MiB): a fault on a value's
-  // first page also maps the folio's pages before it, which belong to a neighbour.
-  constexpr std::uintptr_t kFolio = 2U << 20U;
+  // Never madvise outside the map: on heap memory MADV_DONTNEED would zero live data.
+  if (!inMap(p, n)) return;
   const auto map_begin = reinterpret_cast<std::uintptr_t>(map_addr.load());
   const auto map_end = map_begin + map_size.load();
-  if (map_begin == 0 || n == 0) return;
   const auto at = reinterpret_cast<std::uintptr_t>(p);
-  // Never madvise outside the map: on heap memory MADV_DONTNEED would zero live data.
-  if (at < map_begin || at + n > map_end) return;
   const std::uintptr_t begin = std::max(map_begin, at & ~(kFolio - 1));
   const std::uintptr_t end = std::min(map_end, (at + n + kFolio - 1) & ~(kFolio - 1));
   ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
@@ -66,12 +74,10 @@ void LmdbRing::Impl::releaseMap() const {
 // drained backlog resident. 16 MiB instead of 8 was a little faster still but took the buffer
 // bench's peak RSS (4 GiB backlog) from 54 to 66 MB, past its 64 MB budget.
 void LmdbRing::Impl::mapped(const void* p, std::size_t n, std::uintptr_t& last_folio) const {
-  constexpr std::uintptr_t kFolio = 2U << 20U;  // as in releaseRange
   constexpr std::uint64_t kReleaseBytes = 4 * kFolio;
-  const auto map_begin = reinterpret_cast<std::uintptr_t>(map_addr.load());
-  const auto at = reinterpret_cast<std::uintptr_t>(p);
   // A value dirty in the current write transaction lives on the heap: nothing mapped.
-  if (n == 0 || at < map_begin || at + n > map_begin + map_size.load()) return;
+  if (!inMap(p, n)) return;
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
   std::uintptr_t first = at & ~(kFolio - 1);
   const std::uintptr_t last = (at + n - 1) & ~(kFolio - 1);
   if (first == last_folio) first += kFolio;  // already counted
