@@ -128,7 +128,13 @@ Result<FrameHeader> checkFrame(std::span<const std::byte> stored, FrameId expect
     return fail(ErrorCode::kCorrupt, fmt::format("frame {}: {} bytes is shorter than the header",
                                                  expected_id, stored.size()));
   }
-  const std::byte* p = stored.data();
+  return checkFrame(stored.first<kFrameHeaderBytes>(), stored.subspan(kFrameHeaderBytes),
+                    expected_id);
+}
+
+Result<FrameHeader> checkFrame(std::span<const std::byte, kFrameHeaderBytes> header,
+                               std::span<const std::byte> body, FrameId expected_id) {
+  const std::byte* p = header.data();
   if (bytes::loadLe<std::uint32_t>(p) != kFrameMagic) {
     return fail(ErrorCode::kCorrupt, fmt::format("frame {}: bad magic", expected_id));
   }
@@ -146,12 +152,12 @@ Result<FrameHeader> checkFrame(std::span<const std::byte> stored, FrameId expect
     return fail(ErrorCode::kCorrupt,
                 fmt::format("frame {}: unsupported version {}", expected_id, h.version));
   }
-  if (h.stored_len != stored.size() - kFrameHeaderBytes) {
+  if (h.stored_len != body.size()) {
     return fail(ErrorCode::kCorrupt,
                 fmt::format("frame {}: stored length {} but {} body bytes present", expected_id,
-                            h.stored_len, stored.size() - kFrameHeaderBytes));
+                            h.stored_len, body.size()));
   }
-  const std::uint64_t actual = frameChecksum(p, stored.subspan(kFrameHeaderBytes));
+  const std::uint64_t actual = frameChecksum(p, body);
   if (actual != h.checksum) {
     return fail(ErrorCode::kCorrupt,
                 fmt::format("frame {}: checksum mismatch (stored {:016x}, computed {:016x})",
@@ -173,9 +179,8 @@ Result<FrameHeader> checkFrame(std::span<const std::byte> stored, FrameId expect
   return h;
 }
 
-Status decodeFrameBody(std::span<const std::byte> stored, const FrameHeader& header,
+Status decodeFrameBody(std::span<const std::byte> body, const FrameHeader& header,
                        std::vector<std::byte>& out) {
-  const std::span<const std::byte> body = stored.subspan(kFrameHeaderBytes);
   if (header.codec == Codec::kNone) {
     // insert() copies into the new space directly; resize() would zero-fill it first.
     out.insert(out.end(), body.begin(), body.end());

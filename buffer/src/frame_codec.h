@@ -144,10 +144,14 @@ class FrameEncoder {
 // Parses and checks a stored frame: magic, version, codec, lengths, checksum and that the id in
 // the header equals `expected_id`. Returns the header; kCorrupt with the reason otherwise.
 Result<FrameHeader> checkFrame(std::span<const std::byte> stored, FrameId expected_id);
+// The same for a frame read in two parts: its first kFrameHeaderBytes and the body after them.
+Result<FrameHeader> checkFrame(std::span<const std::byte, kFrameHeaderBytes> header,
+                               std::span<const std::byte> body, FrameId expected_id);
 
-// Appends the frame's raw body (decompressed if needed) to `out`. `stored` must have passed
-// checkFrame(). kCorrupt if decompression fails or yields another length.
-Status decodeFrameBody(std::span<const std::byte> stored, const FrameHeader& header,
+// Appends the frame's raw body (decompressed if needed) to `out`. `body` is the stored body (what
+// follows the header), of a frame that passed checkFrame(). kCorrupt if decompression fails or
+// yields another length.
+Status decodeFrameBody(std::span<const std::byte> body, const FrameHeader& header,
                        std::vector<std::byte>& out);
 
 }  // namespace cistern::buffer

@@ -111,6 +111,7 @@ LmdbRing::Impl::Impl(RingOptions o) : opt(std::move(o)), log(bufferLogger()) {}
 LmdbRing::Impl::~Impl() {
   write_behind.reset();  // it uses LMDB's file descriptor
   if (env != nullptr) mdb_env_close(env);
+  if (data_fd >= 0) ::close(data_fd);
   unlockWriter();
 }
 
@@ -196,6 +197,10 @@ Status LmdbRing::Impl::openEnv() {
     return tl::unexpected(lmdb::error(rc, "opening the buffer at " + opt.dir.string()));
   }
   locateMap();
+  // Frames are read with preadv (see read.cpp) through a descriptor of their own, so that the
+  // kernel's read-ahead follows the readers' sequential reads, not LMDB's faults on the map.
+  data_fd = ::open((opt.dir / "data.mdb").c_str(), O_RDONLY | O_CLOEXEC);
+  if (data_fd >= 0) (void)::posix_fadvise(data_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   MDB_stat st{};
   mdb_env_stat(env, &st);
   page_size = st.ms_psize;
@@ -418,6 +423,8 @@ Status LmdbRing::close(std::chrono::milliseconds timeout) {
   d.closed = true;
   mdb_env_close(d.env);
   d.env = nullptr;
+  if (d.data_fd >= 0) ::close(d.data_fd);
+  d.data_fd = -1;
   d.unlockWriter();
   return ok();
 }

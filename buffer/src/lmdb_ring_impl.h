@@ -20,6 +20,7 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -196,6 +197,11 @@ struct LmdbRing::Impl {
   // Drops a range of the map from this process's resident set (see read.cpp). Ranges outside
   // the map (a value dirty in the current write transaction lives on the heap) are ignored.
   void releaseRange(const void* p, std::size_t n) const;
+  // Copies a stored frame (value `v`, in the map) out of the data file with one preadv: its
+  // header into `header`, its stored body appended to `storage`. False, `storage` as it was, when
+  // the value is not in the map or the read fails: read it through the map then.
+  bool readStored(const MDB_val& v, std::span<std::byte, kFrameHeaderBytes> header,
+                  std::vector<std::byte>& storage) const;
   // Whether [p, p + n) is inside the map (n > 0, the map located).
   bool inMap(const void* p, std::size_t n) const;
   // Releases the whole map; the writer calls it after every commit.
@@ -221,6 +227,7 @@ struct LmdbRing::Impl {
   std::shared_ptr<spdlog::logger> log;
   MDB_env* env = nullptr;
   int writer_lock_fd = -1;  // held (flock) while a writable ring is open
+  int data_fd = -1;         // data.mdb opened read-only for reading frames (read.cpp)
   MDB_dbi dbi_frames = 0;
   MDB_dbi dbi_index = 0;
   MDB_dbi dbi_consumers = 0;

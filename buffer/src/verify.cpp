@@ -47,7 +47,7 @@ void checkStoredFrame(FrameId id, std::span<const std::byte> stored, const Index
     return;
   }
   scratch.clear();
-  if (auto body = decodeFrameBody(stored, *header, scratch); !body) {
+  if (auto body = decodeFrameBody(stored.subspan(kFrameHeaderBytes), *header, scratch); !body) {
     rep.frame(id, body.error().message);
     return;
   }
